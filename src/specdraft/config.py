@@ -1,0 +1,122 @@
+"""Typed configuration built from params.yaml.
+
+Why dataclasses: a stage reads only its own sections, and a misspelt key should fail at
+start-up with the section and key named, not as an AttributeError an hour in. Each stage
+builds the dataclasses it needs with `section(...)` and declares the same keys in
+dvc.yaml, so DVC re-runs a stage exactly when one of its own settings changes.
+
+params.yaml is composed from conf/ by DVC's Hydra integration (`dvc exp run -S ...`);
+the committed file is the composed `local` profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from specdraft.io import InputError
+
+PARAMS_FILE = Path(os.environ.get("SPECDRAFT_PARAMS", "params.yaml"))
+
+T = TypeVar("T")
+
+
+def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    path = Path(path) if path is not None else PARAMS_FILE
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise InputError(f"{path}: params file not found (run from the repository root)") from None
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def get(params: dict[str, Any], dotted: str, file: str | os.PathLike = PARAMS_FILE) -> Any:
+    """params['a']['b'] for 'a.b', with an error naming the missing key."""
+    cur: Any = params
+    for i, part in enumerate(dotted.split(".")):
+        if not isinstance(cur, dict) or part not in cur:
+            where = ".".join(dotted.split(".")[:i]) or "<top>"
+            valid = sorted(cur) if isinstance(cur, dict) else []
+            raise InputError(f"{file}: missing key {dotted!r} (no {part!r} under {where}; has {valid})")
+        cur = cur[part]
+    return cur
+
+
+def build(cls: type[T], data: Any, where: str) -> T:
+    """Instantiate dataclass `cls` from a mapping, recursively, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise InputError(f"{PARAMS_FILE}: {where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(f"{PARAMS_FILE}: {where}: unknown key(s) {unknown}; valid: {sorted(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise InputError(f"{PARAMS_FILE}: {where}: missing key {name!r}")
+            continue
+        kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where) if len(inner) == 1 else value
+    if origin is dict and args and dataclasses.is_dataclass(args[1]):
+        if not isinstance(value, dict):
+            raise InputError(f"{PARAMS_FILE}: {where}: expected a mapping")
+        return {k: build(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if origin in (list, tuple) and value is not None and not isinstance(value, list | tuple):
+        raise InputError(f"{PARAMS_FILE}: {where}: expected a list, got {value!r}")
+    if tp is float and isinstance(value, int):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise InputError(f"{PARAMS_FILE}: {where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def section(cls: type[T], key: str, params: dict[str, Any] | None = None) -> T:
+    """Build `cls` from the params section `key` (dotted)."""
+    params = params if params is not None else load_params()
+    return build(cls, get(params, key), key)
+
+
+# ----------------------------------------------------------------------- shared sections
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """Process-wide settings: torch threads matter on a 2-core laptop (see REFERENCE)."""
+
+    threads: int = 1
+    seed: int = 0
+
+
+def apply_runtime(rt: RuntimeConfig) -> None:
+    """Set thread counts before torch is used; tokenizers' own pool is turned off too."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ["OMP_NUM_THREADS"] = str(rt.threads)
+    try:
+        import torch
+    except ImportError:  # data-only stages do not need torch
+        return
+    torch.set_num_threads(rt.threads)

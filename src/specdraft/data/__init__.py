@@ -1,0 +1,1 @@
+"""Raw data sources, the shipped sample data, and scenario preparation."""

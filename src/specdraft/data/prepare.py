@@ -1,0 +1,134 @@
+"""Select the test and training questions of one scenario, leak-free.
+
+Order matters: the test set is drawn first from the evaluation split, then the training
+rows from the pool (the `pool_splits`) minus every question that is in the test set,
+compared on normalised text, so no question can be trained on and tested on even when
+the pool includes the rest of the test split (MATH Intermediate Algebra L3-4 has only
+641 training rows, fewer than the paper's 1000).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from typing import Any
+
+from specdraft.answers import extract_gold
+from specdraft.data.sources import DataConfig, RawRow, load_split
+from specdraft.io import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class ScenarioConfig:
+    """A scenario is data only: a dataset, its splits and filters on raw fields."""
+
+    dataset: str
+    test_split: str
+    pool_splits: list[str]
+    filters: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    hub_configs: list[str] = dataclasses.field(default_factory=list)  # e.g. MATH subjects
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    n_train: int
+    n_test: int
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class Prepared:
+    train: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+    stats: dict[str, Any]
+
+
+def normalize_question(q: str) -> str:
+    """Text used to detect the same question twice: case and spacing folded.
+
+    Symbols are kept: in MATH, "x - (5)" and "x - (-5)" are different questions.
+    """
+    return re.sub(r"\s+", " ", q.lower()).strip()
+
+
+def _apply_filters(rows: list[RawRow], filters: dict[str, list[str]], where: str) -> list[RawRow]:
+    if not rows:
+        return rows
+    for field, allowed in filters.items():
+        present = sorted({str(r.record.get(field)) for r in rows if field in r.record})
+        if not present:
+            raise InputError(f"{where}: filter field {field!r} is not in the data")
+        unknown = [v for v in allowed if str(v) not in present]
+        if unknown:
+            raise InputError(f"{where}: unknown {field} {unknown[0]!r}; valid: {present}")
+        keep = {str(v) for v in allowed}
+        rows = [r for r in rows if str(r.record.get(field)) in keep]
+    return rows
+
+
+def prepare(name: str, sc: ScenarioConfig, data: DataConfig, cfg: PrepareConfig) -> Prepared:
+    if sc.dataset not in data.datasets:
+        raise InputError(f"scenarios.{name}.dataset: unknown dataset {sc.dataset!r}; valid: {sorted(data.datasets)}")
+    if cfg.n_test <= 0 or cfg.n_train <= 0:
+        raise InputError(f"prepare: n_train and n_test must be positive (got {cfg.n_train}, {cfg.n_test})")
+    ds = data.datasets[sc.dataset]
+    where = f"scenarios.{name}"
+
+    def load(split: str) -> list[RawRow]:
+        rows = load_split(sc.dataset, ds, split, data.source, data.sample_dir, sc.hub_configs)
+        return _apply_filters(rows, sc.filters, where)
+
+    def to_row(r: RawRow) -> dict[str, Any] | None:
+        sol = str(r.record[ds.solution_field])
+        ans = extract_gold(sol, ds.answer_format)
+        if ans is None:
+            return None
+        return {"id": r.id, "scenario": name, "source_split": r.split,
+                "question": str(r.record[ds.question_field]).strip(), "solution": sol, "answer": ans}
+
+    stats: dict[str, Any] = {"source": data.source, "dataset": sc.dataset}
+    test_rows = load(sc.test_split)
+    test_all = [x for x in map(to_row, test_rows) if x]
+    stats["test_no_gold"] = len(test_rows) - len(test_all)
+    rng = random.Random(cfg.seed)
+    test_all = _dedupe(test_all)
+    rng.shuffle(test_all)
+    test = test_all[: cfg.n_test]
+    test_ids = {r["id"] for r in test}
+    test_q = {normalize_question(r["question"]) for r in test}
+
+    pool: list[dict[str, Any]] = []
+    no_gold = 0
+    for split in sc.pool_splits:
+        raw = load(split)
+        conv = [x for x in map(to_row, raw) if x]
+        no_gold += len(raw) - len(conv)
+        pool.extend(conv)
+    before = len(pool)
+    pool = [r for r in _dedupe(pool)
+            if r["id"] not in test_ids and normalize_question(r["question"]) not in test_q]
+    stats["pool_removed_overlap_or_duplicate"] = before - len(pool)
+    stats["pool_no_gold"] = no_gold
+    rng.shuffle(pool)
+    train = pool[: cfg.n_train]
+    if not train or not test:
+        raise InputError(f"{where}: empty selection (train {len(train)}, test {len(test)} rows) "
+                         f"from source {data.source!r} with filters {sc.filters}")
+    stats.update(pool_size=len(pool), n_train_requested=cfg.n_train, n_train=len(train),
+                 n_test_requested=cfg.n_test, n_test=len(test),
+                 shortfall=max(0, cfg.n_train - len(train)), test_shortfall=max(0, cfg.n_test - len(test)),
+                 test_split=sc.test_split, pool_splits=list(sc.pool_splits))
+    # Stable order on disk (sorted by id) so a re-run with the same seed is byte-identical.
+    return Prepared(sorted(train, key=lambda r: r["id"]), sorted(test, key=lambda r: r["id"]), stats)
+
+
+def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        k = normalize_question(r["question"])
+        if k not in seen:
+            seen.add(k)
+            out.append(r)
+    return out

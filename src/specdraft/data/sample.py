@@ -1,0 +1,320 @@
+"""The offline sample data shipped in data/sample/, generated from templates.
+
+Why templates: the local profile must run without the hub, and the shipped problems must
+not be copies of GSM8K or MATH. Each template computes its own answer, writes the gold
+solution in the dataset's own style (GSM8K: one step per line with <<a*b=c>> calculator
+annotations and '#### N'; MATH: LaTeX with a final \\boxed{}), and the tests regenerate
+the files and check every answer. The files use the original schemas and file names, so
+the same loader reads data/sample/ and a real copy of the datasets.
+
+Regenerate with `python -m specdraft.data.sample data/sample` (deterministic).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+from specdraft.io import write_jsonl
+
+Row = dict[str, str]
+
+NAMES = ["Mia", "Omar", "Lena", "Ravi", "Sofia", "Jonas", "Aiko", "Bruno", "Chloe", "Dev",
+         "Elena", "Farid", "Greta", "Hugo", "Ines", "Kofi"]
+
+
+def _fmt(x: Fraction | int) -> str:
+    x = Fraction(x)
+    return str(x.numerator) if x.denominator == 1 else f"{float(x):g}"
+
+
+# ------------------------------------------------------------------------- GSM8K-style
+def _g_bakery(r: random.Random) -> tuple[str, str]:
+    name = r.choice(NAMES)
+    trays, per, sold = r.randint(3, 9), r.randint(6, 15), 0
+    total = trays * per
+    sold = r.randint(5, total - 5)
+    left = total - sold
+    q = (f"{name} bakes {trays} trays of muffins with {per} muffins on each tray. "
+         f"{name} sells {sold} muffins at the market. How many muffins are left?")
+    a = (f"{name} bakes {trays} * {per} = <<{trays}*{per}={total}>>{total} muffins.\n"
+         f"After selling {sold}, there are {total} - {sold} = <<{total}-{sold}={left}>>{left} muffins left.\n"
+         f"#### {left}")
+    return q, a
+
+
+def _g_wage(r: random.Random) -> tuple[str, str]:
+    name = r.choice(NAMES)
+    wage, hours, weeks = r.randint(9, 25), r.randint(4, 20), r.randint(2, 6)
+    week = wage * hours
+    total = week * weeks
+    q = (f"{name} earns ${wage} an hour tutoring and tutors {hours} hours every week. "
+         f"How much money does {name} earn in {weeks} weeks?")
+    a = (f"Each week {name} earns {wage} * {hours} = $<<{wage}*{hours}={week}>>{week}.\n"
+         f"In {weeks} weeks {name} earns {week} * {weeks} = $<<{week}*{weeks}={total}>>{total}.\n"
+         f"#### {total}")
+    return q, a
+
+
+def _g_change(r: random.Random) -> tuple[str, str]:
+    name = r.choice(NAMES)
+    n, price, pen = r.randint(2, 8), r.randint(2, 7), r.randint(1, 5)
+    books = n * price
+    cost = books + pen
+    bill = 50 if cost < 50 else 100
+    change = bill - cost
+    q = (f"{name} buys {n} notebooks that cost ${price} each and one pen for ${pen}. "
+         f"{name} pays with a ${bill} bill. How much change does {name} get?")
+    a = (f"The notebooks cost {n} * {price} = $<<{n}*{price}={books}>>{books}.\n"
+         f"Together with the pen that is {books} + {pen} = $<<{books}+{pen}={cost}>>{cost}.\n"
+         f"The change is {bill} - {cost} = $<<{bill}-{cost}={change}>>{change}.\n"
+         f"#### {change}")
+    return q, a
+
+
+def _g_share(r: random.Random) -> tuple[str, str]:
+    name = r.choice(NAMES)
+    friends = r.randint(3, 8)
+    each0 = r.randint(6, 15)
+    total = friends * each0
+    gift = r.randint(1, each0 - 2)
+    left = each0 - gift
+    q = (f"{name} shares {total} stickers equally among {friends} friends. "
+         f"Each friend then gives {gift} stickers to a younger sibling. "
+         f"How many stickers does each friend have now?")
+    a = (f"Each friend gets {total} / {friends} = <<{total}/{friends}={each0}>>{each0} stickers.\n"
+         f"After giving some away, each has {each0} - {gift} = <<{each0}-{gift}={left}>>{left} stickers.\n"
+         f"#### {left}")
+    return q, a
+
+
+def _g_trip(r: random.Random) -> tuple[str, str]:
+    speed, hours, extra = r.randint(30, 70), r.randint(2, 6), r.randint(10, 90)
+    first = speed * hours
+    total = first + extra
+    q = (f"A bus drives at {speed} miles per hour for {hours} hours, "
+         f"then drives another {extra} miles on a country road. How many miles does the bus drive in all?")
+    a = (f"In {hours} hours the bus drives {speed} * {hours} = <<{speed}*{hours}={first}>>{first} miles.\n"
+         f"In all it drives {first} + {extra} = <<{first}+{extra}={total}>>{total} miles.\n"
+         f"#### {total}")
+    return q, a
+
+
+def _g_sale(r: random.Random) -> tuple[str, str]:
+    price = 20 * r.randint(2, 12)
+    pct = r.choice([10, 15, 20, 25, 30, 40, 50])
+    off = price * pct // 100
+    final = price - off
+    q = (f"A jacket costs ${price}. The store takes {pct}% off the price during a sale. "
+         f"How much does the jacket cost during the sale?")
+    a = (f"The discount is {price} * {pct} / 100 = $<<{price}*{pct}/100={off}>>{off}.\n"
+         f"The sale price is {price} - {off} = $<<{price}-{off}={final}>>{final}.\n"
+         f"#### {final}")
+    return q, a
+
+
+def _g_ages(r: random.Random) -> tuple[str, str]:
+    name = r.choice(NAMES)
+    age, k, years = r.randint(4, 12), r.randint(2, 4), r.randint(2, 10)
+    parent = age * k
+    later = age + years + parent + years
+    q = (f"{name} is {age} years old. {name}'s aunt is {k} times as old as {name}. "
+         f"What will the sum of their ages be in {years} years?")
+    a = (f"The aunt is {age} * {k} = <<{age}*{k}={parent}>>{parent} years old.\n"
+         f"In {years} years {name} will be {age} + {years} = <<{age}+{years}={age + years}>>{age + years}.\n"
+         f"The aunt will be {parent} + {years} = <<{parent}+{years}={parent + years}>>{parent + years}.\n"
+         f"The sum is {age + years} + {parent + years} = <<{age + years}+{parent + years}={later}>>{later}.\n"
+         f"#### {later}")
+    return q, a
+
+
+def _g_garden(r: random.Random) -> tuple[str, str]:
+    name = r.choice(NAMES)
+    rows, per, eaten = r.randint(3, 12), r.randint(4, 10), r.randint(2, 9)
+    plants = rows * per
+    left = plants - eaten
+    tomatoes = 3 * left
+    q = (f"{name} plants {rows} rows of tomato plants with {per} plants in each row. "
+         f"Rabbits eat {eaten} of the plants. Each remaining plant gives 3 tomatoes. "
+         f"How many tomatoes does {name} pick?")
+    a = (f"{name} plants {rows} * {per} = <<{rows}*{per}={plants}>>{plants} plants.\n"
+         f"{plants} - {eaten} = <<{plants}-{eaten}={left}>>{left} plants remain.\n"
+         f"They give {left} * 3 = <<{left}*3={tomatoes}>>{tomatoes} tomatoes.\n"
+         f"#### {tomatoes}")
+    return q, a
+
+
+GSM8K_TEMPLATES: list[Callable[[random.Random], tuple[str, str]]] = [
+    _g_bakery, _g_wage, _g_change, _g_share, _g_trip, _g_sale, _g_ages, _g_garden]
+
+
+# -------------------------------------------------------------------------- MATH-style
+def _m_linear(r: random.Random) -> tuple[str, str, str]:
+    a, x = r.randint(2, 9), r.randint(-9, 12)
+    b = r.randint(1, 20)
+    c = a * x + b
+    q = f"Solve for $x$: ${a}x + {b} = {c}$."
+    s = (f"Subtracting ${b}$ from both sides gives ${a}x = {c - b}$. "
+         f"Dividing both sides by ${a}$ gives $x = \\boxed{{{x}}}$.")
+    return q, s, str(x)
+
+
+def _m_evaluate(r: random.Random) -> tuple[str, str, str]:
+    x, a, b, c = r.randint(-4, 5), r.randint(1, 5), r.randint(1, 9), r.randint(0, 12)
+    val = a * x * x - b * x + c
+    q = f"What is the value of ${a}x^2 - {b}x + {c}$ when $x = {x}$?"
+    s = (f"Substituting $x = {x}$ gives ${a}({x})^2 - {b}({x}) + {c} = {a * x * x} - ({b * x}) + {c}"
+         f" = \\boxed{{{val}}}$.")
+    return q, s, str(val)
+
+
+def _m_slope(r: random.Random) -> tuple[str, str, str]:
+    x1, y1 = r.randint(-6, 6), r.randint(-6, 6)
+    dx, dy = r.choice([1, 2, 3, 4, 5, 6]), r.randint(-9, 9)
+    x2, y2 = x1 + dx, y1 + dy
+    m = Fraction(dy, dx)
+    ans = str(m.numerator) if m.denominator == 1 else f"\\frac{{{m.numerator}}}{{{m.denominator}}}"
+    if m < 0 and m.denominator != 1:
+        ans = f"-\\frac{{{-m.numerator}}}{{{m.denominator}}}"
+    q = f"What is the slope of the line that passes through the points $({x1}, {y1})$ and $({x2}, {y2})$?"
+    s = (f"The slope is $\\frac{{y_2 - y_1}}{{x_2 - x_1}} = \\frac{{{y2} - ({y1})}}{{{x2} - ({x1})}}"
+         f" = \\frac{{{dy}}}{{{dx}}} = \\boxed{{{ans}}}$.")
+    return q, s, ans
+
+
+def _m_simplify(r: random.Random) -> tuple[str, str, str]:
+    a, b, c, d = r.randint(2, 9), r.randint(1, 9), r.randint(2, 9), r.randint(1, 9)
+    k = a + c
+    const = b - d
+    sign = "+" if const >= 0 else "-"
+    ans = f"{k}x {sign} {abs(const)}" if const else f"{k}x"
+    q = f"Simplify $({a}x + {b}) + ({c}x - {d})$."
+    s = (f"Combining the $x$ terms gives ${a}x + {c}x = {k}x$. Combining the constants gives "
+         f"${b} - {d} = {const}$. So the expression is $\\boxed{{{ans}}}$.")
+    return q, s, ans
+
+
+def _m_vieta_squares(r: random.Random) -> tuple[str, str, str]:
+    r1, r2 = r.randint(-6, 7), r.randint(-6, 7)
+    s_, p = r1 + r2, r1 * r2
+    ans = s_ * s_ - 2 * p
+    q = (f"Let $a$ and $b$ be the roots of $x^2 - ({s_})x + ({p}) = 0$. "
+         f"Compute $a^2 + b^2$.")
+    s = (f"By Vieta's formulas, $a + b = {s_}$ and $ab = {p}$. Then\n\\[a^2 + b^2 = (a + b)^2 - 2ab = "
+         f"{s_ * s_} - ({2 * p}) = \\boxed{{{ans}}}.\\]")
+    return q, s, str(ans)
+
+
+def _m_remainder(r: random.Random) -> tuple[str, str, str]:
+    a, b, c, t = r.randint(-5, 5), r.randint(-9, 9), r.randint(-12, 12), r.randint(-3, 4)
+    rem = t ** 3 + a * t * t + b * t + c
+    q = f"Find the remainder when $x^3 + ({a})x^2 + ({b})x + ({c})$ is divided by $x - ({t})$."
+    s = (f"By the Remainder Theorem, the remainder is the value of the polynomial at $x = {t}$:\n"
+         f"\\[({t})^3 + ({a})({t})^2 + ({b})({t}) + ({c}) = {t ** 3} + {a * t * t} + {b * t} + {c}"
+         f" = \\boxed{{{rem}}}.\\]")
+    return q, s, str(rem)
+
+
+def _m_series(r: random.Random) -> tuple[str, str, str]:
+    k = r.randint(2, 9)
+    num = r.randint(1, 5)
+    total = Fraction(num * k, k - 1)
+    ans = str(total.numerator) if total.denominator == 1 else f"\\frac{{{total.numerator}}}{{{total.denominator}}}"
+    q = f"Compute $\\displaystyle \\sum_{{n=0}}^\\infty \\frac{{{num}}}{{{k}^n}}$."
+    s = (f"This is a geometric series with first term ${num}$ and common ratio $\\frac{{1}}{{{k}}}$, so its sum is\n"
+         f"\\[\\frac{{{num}}}{{1 - \\frac{{1}}{{{k}}}}} = \\frac{{{num * k}}}{{{k - 1}}} = \\boxed{{{ans}}}.\\]")
+    return q, s, ans
+
+
+def _m_recurrence(r: random.Random) -> tuple[str, str, str]:
+    a1, a2, n = r.randint(1, 6), r.randint(1, 9), r.randint(5, 8)
+    seq = [a1, a2]
+    while len(seq) < n:
+        seq.append(seq[-1] + seq[-2])
+    lines = " \\\\\n".join(f"a_{i + 1} &= {seq[i - 1]} + {seq[i - 2]} = {seq[i]}" for i in range(2, n))
+    q = (f"A sequence satisfies $a_1 = {a1},$ $a_2 = {a2},$ and $a_{{k + 2}} = a_{{k + 1}} + a_k$ "
+         f"for all $k \\ge 1.$ Find $a_{n}.$")
+    s = f"We compute the terms in order:\n\\begin{{align*}}\n{lines}.\n\\end{{align*}}Hence $a_{n} = \\boxed{{{seq[-1]}}}.$"
+    return q, s, str(seq[-1])
+
+
+def _m_abs_sum(r: random.Random) -> tuple[str, str, str]:
+    c, d = r.randint(-8, 8), r.randint(1, 9)
+    q = f"Find the sum of all real $x$ such that $|x - ({c})| = {d}$."
+    s = (f"The equation means $x - ({c}) = {d}$ or $x - ({c}) = -{d}$, so $x = {c + d}$ or $x = {c - d}$. "
+         f"Their sum is $\\boxed{{{2 * c}}}$.")
+    return q, s, str(2 * c)
+
+
+# (type, level) -> templates. The scenarios select Algebra 1-2 and Intermediate Algebra 3-4;
+# the other (type, level) pairs are there so that the filters have something to reject.
+MATH_TEMPLATES: dict[tuple[str, str], list[Callable[[random.Random], tuple[str, str, str]]]] = {
+    ("Algebra", "Level 1"): [_m_linear, _m_simplify],
+    ("Algebra", "Level 2"): [_m_evaluate, _m_slope],
+    ("Intermediate Algebra", "Level 3"): [_m_vieta_squares, _m_series],
+    ("Intermediate Algebra", "Level 4"): [_m_remainder, _m_recurrence],
+    ("Algebra", "Level 4"): [_m_abs_sum],
+    ("Prealgebra", "Level 1"): [_m_linear],
+    ("Intermediate Algebra", "Level 1"): [_m_abs_sum],
+}
+
+# How many problems per (split, type, level); >= 40 per scenario across both splits.
+MATH_COUNTS = {"train": {("Algebra", "Level 1"): 24, ("Algebra", "Level 2"): 24,
+                         ("Intermediate Algebra", "Level 3"): 24, ("Intermediate Algebra", "Level 4"): 24,
+                         ("Algebra", "Level 4"): 4, ("Prealgebra", "Level 1"): 4,
+                         ("Intermediate Algebra", "Level 1"): 4},
+               "test": {("Algebra", "Level 1"): 12, ("Algebra", "Level 2"): 12,
+                        ("Intermediate Algebra", "Level 3"): 12, ("Intermediate Algebra", "Level 4"): 12,
+                        ("Algebra", "Level 4"): 2, ("Prealgebra", "Level 1"): 2}}
+GSM8K_COUNTS = {"train": 48, "test": 24}
+
+
+def generate(seed: int = 2026) -> dict[str, dict[str, list[Row]]]:
+    """All sample files: {dataset: {split: rows}}, deterministic for a seed.
+
+    Each row also carries the computed answer under a private key `_answer`, which the
+    writer drops and the tests use to check the gold solutions.
+    """
+    r = random.Random(seed)
+    seen: set[str] = set()
+    out: dict[str, dict[str, list[Row]]] = {"gsm8k": {}, "math": {}}
+    for split, n in GSM8K_COUNTS.items():
+        rows: list[Row] = []
+        while len(rows) < n:
+            q, a = GSM8K_TEMPLATES[len(rows) % len(GSM8K_TEMPLATES)](r)
+            if q in seen:
+                continue
+            seen.add(q)
+            rows.append({"question": q, "answer": a, "_answer": a.rsplit("#### ", 1)[1]})
+        out["gsm8k"][split] = rows
+    for split, counts in MATH_COUNTS.items():
+        rows = []
+        for (typ, level), n in counts.items():
+            templates = MATH_TEMPLATES[(typ, level)]
+            k = 0
+            while k < n:
+                q, s, ans = templates[k % len(templates)](r)
+                if q in seen:
+                    continue
+                seen.add(q)
+                k += 1
+                subject = typ.lower().replace(" ", "_")
+                uid = f"{split}/{subject}/sample-{sum(1 for x in rows if x['type'] == typ) + 1}.json"
+                rows.append({"problem": q, "level": level, "type": typ, "solution": s,
+                             "unique_id": uid, "_answer": ans})
+        out["math"][split] = rows
+    return out
+
+
+def write(root: Path, seed: int = 2026) -> None:
+    for dataset, splits in generate(seed).items():
+        for split, rows in splits.items():
+            write_jsonl(root / dataset / f"{split}.jsonl",
+                        ({k: v for k, v in row.items() if not k.startswith("_")} for row in rows))
+
+
+if __name__ == "__main__":
+    write(Path(sys.argv[1] if len(sys.argv) > 1 else "data/sample"))

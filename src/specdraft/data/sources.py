@@ -1,0 +1,104 @@
+"""Where the raw problems come from: the hub, a folder of JSONL files, or the shipped sample.
+
+All three return rows in the datasets' original schemas (GSM8K: question/answer; MATH:
+problem/level/type/solution), so the rest of the pipeline never knows which source ran.
+`data.source` selects one:
+
+- `hub`: datasets.load_dataset(<hub_path>, <config>, split=...), ids and revision in params.
+- `dir:PATH`: PATH/<dataset>/<split>.jsonl, as laid out in ../shared/data.
+- `sample`: the same layout under data/sample/ (written by specdraft.data.sample).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from specdraft.io import InputError, read_jsonl
+
+SOURCE_KINDS = ("hub", "sample", "dir:PATH")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    """One source dataset: where it lives and which fields hold what."""
+
+    hub_path: str
+    question_field: str
+    solution_field: str
+    answer_format: str  # gsm8k ('#### N') or math (\boxed{})
+    hub_configs: list[str] = dataclasses.field(default_factory=list)
+    hub_revision: str | None = None
+    id_field: str | None = None  # a stable id in the data itself (MATH: unique_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: str
+    sample_dir: str
+    datasets: dict[str, DatasetConfig]
+
+
+@dataclasses.dataclass(frozen=True)
+class RawRow:
+    """A raw record and its stable id (source split + index, or the data's own id)."""
+
+    id: str
+    split: str
+    record: dict[str, Any]
+
+
+def resolve_dir(source: str, sample_dir: str) -> Path | None:
+    """The folder a file-based source reads, or None for the hub."""
+    if source == "hub":
+        return None
+    if source == "sample":
+        return Path(sample_dir)
+    if source.startswith("dir:") and len(source) > 4:
+        return Path(source[4:])
+    raise InputError(f"params.yaml: data.source: unknown source {source!r}; valid: {list(SOURCE_KINDS)}")
+
+
+def load_split(
+    name: str, ds: DatasetConfig, split: str, source: str, sample_dir: str,
+    hub_configs: list[str] | None = None,
+) -> list[RawRow]:
+    """Every row of one split of one dataset, with stable ids."""
+    folder = resolve_dir(source, sample_dir)
+    required = [ds.question_field, ds.solution_field]
+    if folder is not None:
+        base = folder / name
+        if not base.is_dir():
+            raise InputError(f"data.source={source!r}: folder {base} not found")
+        valid = sorted(p.stem for p in base.glob("*.jsonl"))
+        path = base / f"{split}.jsonl"
+        if not path.exists():
+            raise InputError(f"{base}: unknown split {split!r}; valid: {valid}")
+        recs = read_jsonl(path, required)
+        return [RawRow(_row_id(name, None, split, i, r, ds), split, r) for i, r in enumerate(recs)]
+    return _load_hub(name, ds, split, hub_configs or ds.hub_configs)
+
+
+def _row_id(name: str, config: str | None, split: str, i: int, rec: dict[str, Any], ds: DatasetConfig) -> str:
+    if ds.id_field and rec.get(ds.id_field):
+        return f"{name}/{rec[ds.id_field]}"
+    return "/".join(p for p in (name, config, split, str(i)) if p)
+
+
+def _load_hub(name: str, ds: DatasetConfig, split: str, configs: list[str]) -> list[RawRow]:
+    import datasets  # imported here: the sample and dir sources never need it
+
+    rows: list[RawRow] = []
+    configs = configs or [None]  # type: ignore[list-item]
+    for config in configs:
+        try:
+            d = datasets.load_dataset(ds.hub_path, config, split=split, revision=ds.hub_revision)
+        except ValueError as e:  # datasets raises ValueError for an unknown split
+            raise InputError(f"hub {ds.hub_path} ({config}): {e}") from None
+        missing = [f for f in (ds.question_field, ds.solution_field) if f not in d.column_names]
+        if missing:
+            raise InputError(f"hub {ds.hub_path} ({config}) split {split}: missing field {missing[0]!r}")
+        tag = config if len(configs) > 1 else None
+        rows.extend(RawRow(_row_id(name, tag, split, i, dict(r), ds), split, dict(r)) for i, r in enumerate(d))
+    return rows

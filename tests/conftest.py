@@ -1,0 +1,68 @@
+"""Shared test fixtures: paths, the real shared data (skipped cleanly when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SPECDRAFT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "gsm8k" / "train.jsonl").exists():
+        pytest.skip(f"real datasets not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
+
+
+def clone_worktree(dest: Path) -> Path:
+    """A fresh git repository holding this checkout's files (committed or not, not ignored).
+
+    Pipeline tests run the real DVC CLI there, so they never touch the developer's own
+    outputs and see exactly what a clean clone sees.
+    """
+    import shutil
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
+    for f in filter(None, files):
+        src = ROOT / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "clone"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    return dest
+
+
+def venv_bin(name: str) -> str:
+    """A console script of the environment running the tests (dvc, python, ...)."""
+    import sys
+
+    return str(Path(sys.executable).parent / name)
+
+
+def clone_env(repo: Path) -> dict[str, str]:
+    """Environment for running the clone's pipeline: this venv first on PATH, and the
+    clone's own src/ first on sys.path (the venv's editable install points at ROOT)."""
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(repo / "src")
+    return env

@@ -1,0 +1,124 @@
+"""Scenario preparation: leak-free splits, stable ids, shortfall, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from specdraft.config import build, load_params
+from specdraft.data.prepare import PrepareConfig, ScenarioConfig, normalize_question, prepare
+from specdraft.data.sources import DataConfig, DatasetConfig
+from specdraft.io import InputError, read_jsonl, write_jsonl
+
+
+def _data(root: Path, source: str = "sample") -> tuple[DataConfig, dict]:
+    params = load_params(root / "params.yaml")
+    d = params["data"]
+    datasets = {k: build(DatasetConfig, v, f"data.datasets.{k}") for k, v in d["datasets"].items()}
+    sample_dir = str(root / d["sample_dir"])
+    return DataConfig(source=source, sample_dir=sample_dir, datasets=datasets), params["scenarios"]
+
+
+def _sc(scenarios: dict, name: str, **over) -> ScenarioConfig:
+    return build(ScenarioConfig, {**scenarios[name], **over}, name)
+
+
+@pytest.mark.parametrize("name", ["gsm8k", "math_algebra_l12", "math_intalg_l34"])
+def test_sample_scenarios_are_leak_free_and_filtered(root, name):
+    data, scenarios = _data(root)
+    out = prepare(name, _sc(scenarios, name), data, PrepareConfig(n_train=40, n_test=12, seed=0))
+    assert len(out.train) == 40 and len(out.test) == 12
+    train_q = {normalize_question(r["question"]) for r in out.train}
+    assert not train_q & {normalize_question(r["question"]) for r in out.test}
+    assert len({r["id"] for r in out.train + out.test}) == 52
+    for r in out.train + out.test:
+        assert set(r) == {"id", "scenario", "source_split", "question", "solution", "answer"}
+        assert r["scenario"] == name and r["answer"]
+    if name == "math_algebra_l12":
+        raw = {json.loads(x)["unique_id"]: json.loads(x) for s in ("train", "test")
+               for x in (root / f"data/sample/math/{s}.jsonl").open()}
+        for r in out.train + out.test:
+            rec = raw[r["id"].split("/", 1)[1]]
+            assert rec["type"] == "Algebra" and rec["level"] in ("Level 1", "Level 2")
+    # test rows come from the test split only
+    assert {r["source_split"] for r in out.test} == {"test"}
+
+
+def test_same_seed_same_selection_other_seed_differs(root):
+    data, scenarios = _data(root)
+    sc = _sc(scenarios, "gsm8k")
+    a = prepare("gsm8k", sc, data, PrepareConfig(n_train=20, n_test=5, seed=1))
+    b = prepare("gsm8k", sc, data, PrepareConfig(n_train=20, n_test=5, seed=1))
+    c = prepare("gsm8k", sc, data, PrepareConfig(n_train=20, n_test=5, seed=2))
+    assert a.train == b.train and a.test == b.test
+    assert [r["id"] for r in a.test] != [r["id"] for r in c.test]
+
+
+def test_pool_with_test_split_excludes_drawn_test_rows_and_records_shortfall(root):
+    data, scenarios = _data(root)
+    sc = _sc(scenarios, "math_intalg_l34")
+    assert sc.pool_splits == ["train", "test"]
+    out = prepare("math_intalg_l34", sc, data, PrepareConfig(n_train=1000, n_test=10, seed=0))
+    # 48 train + 24 test rows of IA L3-4 in the sample; 10 go to test.
+    assert out.stats["pool_size"] == 48 + 24 - 10
+    assert len(out.train) == 62 and out.stats["shortfall"] == 1000 - 62
+    assert not {r["id"] for r in out.train} & {r["id"] for r in out.test}
+
+
+@pytest.mark.parametrize("over,msg", [
+    ({"test_split": "validation"}, "unknown split 'validation'; valid: ['test', 'train']"),
+    ({"filters": {"level": ["Level 9"]}}, "unknown level 'Level 9'; valid: ['Level 1'"),
+    ({"filters": {"type": ["Algebr"]}}, "unknown type 'Algebr'; valid: ['Algebra'"),
+    ({"dataset": "aime"}, "unknown dataset 'aime'; valid: ['gsm8k', 'math']"),
+])
+def test_bad_scenario_settings_name_the_valid_values(root, over, msg):
+    data, scenarios = _data(root)
+    with pytest.raises(InputError, match=msg.replace("[", r"\[").replace("(", r"\(")):
+        prepare("math_algebra_l12", _sc(scenarios, "math_algebra_l12", **over), data,
+                PrepareConfig(n_train=5, n_test=5))
+
+
+def test_unknown_source_and_empty_selection(root, tmp_path):
+    data, scenarios = _data(root, source="ftp:x")
+    with pytest.raises(InputError, match=r"unknown source 'ftp:x'; valid: \['hub', 'sample', 'dir:PATH'\]"):
+        prepare("gsm8k", _sc(scenarios, "gsm8k"), data, PrepareConfig(n_train=5, n_test=5))
+    (tmp_path / "math").mkdir()
+    write_jsonl(tmp_path / "math/test.jsonl", [{"problem": "p", "solution": "\\boxed{1}", "type": "Algebra",
+                                                "level": "Level 5"}])
+    write_jsonl(tmp_path / "math/train.jsonl", [])
+    data, _ = _data(root, source=f"dir:{tmp_path}")
+    with pytest.raises(InputError, match="empty selection"):
+        prepare("x", _sc(scenarios, "math_algebra_l12", filters={"type": ["Algebra"]}), data,
+                PrepareConfig(n_train=5, n_test=5))
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"question": "a", "answer": "b"}\n{"question": oops}\n')
+    with pytest.raises(InputError, match=r"x.jsonl:2: malformed JSON"):
+        read_jsonl(p, ["question"])
+    p.write_text('{"question": "a"}\n')
+    with pytest.raises(InputError, match=r"x.jsonl:1: missing field 'answer'"):
+        read_jsonl(p, ["question", "answer"])
+
+
+def test_real_gsm8k_from_shared_dir(root, shared_data):
+    data, scenarios = _data(root, source=f"dir:{shared_data}")
+    out = prepare("gsm8k", _sc(scenarios, "gsm8k"), data, PrepareConfig(n_train=1000, n_test=200, seed=0))
+    assert all(r["id"].startswith("gsm8k/test/") for r in out.test)
+    assert all(r["id"].startswith("gsm8k/train/") for r in out.train)
+    assert len(out.train) == 1000 and out.stats["pool_size"] >= 7400
+    assert not {normalize_question(r["question"]) for r in out.train} & {
+        normalize_question(r["question"]) for r in out.test}
+
+
+def test_real_math_intalg_from_shared_dir(root, shared_data):
+    data, scenarios = _data(root, source=f"dir:{shared_data}")
+    out = prepare("math_intalg_l34", _sc(scenarios, "math_intalg_l34"), data,
+                  PrepareConfig(n_train=1000, n_test=300, seed=0))
+    # 641 train + 443 test rows of IA L3-4; 300 drawn for test.
+    assert out.stats["pool_size"] <= 641 + 443 - 300
+    assert out.stats["shortfall"] == 1000 - len(out.train) > 0
+    assert all(r["id"].startswith("math/test/intermediate_algebra/") for r in out.test)
