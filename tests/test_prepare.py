@@ -34,7 +34,7 @@ def test_sample_scenarios_are_leak_free_and_filtered(root, name):
     assert not train_q & {normalize_question(r["question"]) for r in out.test}
     assert len({r["id"] for r in out.train + out.test}) == 52
     for r in out.train + out.test:
-        assert set(r) == {"id", "scenario", "source_split", "question", "solution", "answer"}
+        assert set(r) == {"id", "scenario", "source_split", "question", "solution", "answer", "format"}
         assert r["scenario"] == name and r["answer"]
     if name == "math_algebra_l12":
         raw = {json.loads(x)["unique_id"]: json.loads(x) for s in ("train", "test")

@@ -20,6 +20,10 @@ class InputError(ValueError):
     """Bad input data or settings; the message names the file, line and field."""
 
 
+class StageError(RuntimeError):
+    """A stage cannot go on (missing key, cost guard, failed job); its message says what to do."""
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temporary sibling of `path` and rename it over `path` on success.

@@ -85,7 +85,8 @@ def prepare(name: str, sc: ScenarioConfig, data: DataConfig, cfg: PrepareConfig)
         if ans is None:
             return None
         return {"id": r.id, "scenario": name, "source_split": r.split,
-                "question": str(r.record[ds.question_field]).strip(), "solution": sol, "answer": ans}
+                "question": str(r.record[ds.question_field]).strip(), "solution": sol, "answer": ans,
+                "format": ds.answer_format}
 
     stats: dict[str, Any] = {"source": data.source, "dataset": sc.dataset}
     test_rows = load(sc.test_split)

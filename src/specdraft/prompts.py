@@ -1,0 +1,78 @@
+"""The one source of prompts: teacher generation, training and evaluation all use it.
+
+Why one module: the public implementation of this design trained and evaluated with a
+different CoT system prompt than the one that generated its data. Here the text lives in
+params.yaml (section `prompts`, tracked by DVC, so editing it re-runs exactly the stages
+that declare it), and every stage builds its messages through the functions below. A
+test checks that the training prompt and the evaluation prompt are byte-identical.
+
+Default wording: Xu et al. 2025, "Chain of Draft" (arXiv 2502.18600), system prompts for
+CoT and CoD; both end the answer with '#### <answer>'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+STYLES = ("cot", "cod")
+
+
+@dataclasses.dataclass(frozen=True)
+class FewShot:
+    question: str
+    answer: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptsConfig:
+    """Prompt text by style. `summarize` turns a CoT into a CoD (teacher's second pass)."""
+
+    system: dict[str, str]
+    summarize: str
+    fewshot: dict[str, list[FewShot]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [s for s in STYLES if s not in self.system]
+        if missing:
+            raise ValueError(f"prompts.system: missing style {missing[0]!r}; needs {list(STYLES)}")
+        # fewshot entries arrive as dicts from params; normalise to FewShot
+        fs = {k: [x if isinstance(x, FewShot) else FewShot(**x) for x in v] for k, v in self.fewshot.items()}
+        object.__setattr__(self, "fewshot", fs)
+
+
+def check_style(style: str) -> str:
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; valid: {list(STYLES)}")
+    return style
+
+
+def messages(p: PromptsConfig, style: str, question: str) -> list[dict[str, str]]:
+    """Chat messages for answering `question` in `style` (system, few-shot turns, user).
+
+    The same list is given to the teacher, to the chat template at training time (as
+    the prompt, the teacher's answer being the completion) and at evaluation time.
+    """
+    check_style(style)
+    out = [{"role": "system", "content": p.system[style]}]
+    for ex in p.fewshot.get(style, []):
+        out += [{"role": "user", "content": ex.question}, {"role": "assistant", "content": ex.answer}]
+    out.append({"role": "user", "content": question.strip()})
+    return out
+
+
+def summarize_messages(p: PromptsConfig, question: str, cot: str) -> list[dict[str, str]]:
+    """Messages for the teacher's second pass: rewrite a verified CoT as a CoD."""
+    return [{"role": "system", "content": p.summarize},
+            {"role": "user", "content": f"Question:\n{question.strip()}\n\nChain of thought:\n{cot.strip()}"}]
+
+
+def to_gemini(msgs: list[dict[str, str]]) -> dict[str, Any]:
+    """Chat messages -> the REST GenerateContentRequest fields (systemInstruction, contents)."""
+    system = "\n\n".join(m["content"] for m in msgs if m["role"] == "system")
+    contents = [{"role": "model" if m["role"] == "assistant" else "user", "parts": [{"text": m["content"]}]}
+                for m in msgs if m["role"] != "system"]
+    req: dict[str, Any] = {"contents": contents}
+    if system:
+        req["systemInstruction"] = {"parts": [{"text": system}]}
+    return req

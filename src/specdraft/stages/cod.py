@@ -1,0 +1,35 @@
+"""Stage cod@<scenario>: the teacher's chain of draft, summarising each accepted CoT.
+
+Reads data/teacher/cot/<scenario>.jsonl and the prepared rows; writes
+data/teacher/cod/<scenario>.jsonl, its .rejected.jsonl and metrics/teacher/cod/<scenario>.json.
+Params read: teacher, prompts.summarize. Training uses only the questions accepted in
+both passes (specdraft.teacher.pipeline.training_rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from specdraft.io import read_jsonl
+from specdraft.stages._cli import run
+from specdraft.stages._teacher import TeacherStage
+from specdraft.teacher.pipeline import PREPARED_FIELDS, TEACHER_FIELDS, run_cod
+
+log = logging.getLogger("cod")
+
+
+def main(args: argparse.Namespace) -> None:
+    st = TeacherStage.load(args.scenario, "cod")
+    prepared = {r["id"]: r for r in read_jsonl(f"data/prepared/{args.scenario}/train.jsonl", PREPARED_FIELDS)}
+    cot = read_jsonl(f"data/teacher/cot/{args.scenario}.jsonl", TEACHER_FIELDS)
+    acc, rej, metrics = run_cod(cot, prepared, st.prompts, st.teacher, st.state_dir)
+    st.write(acc, rej, metrics)
+    log.info("%s: %d/%d CoD accepted; words/step median %.1f", args.scenario, len(acc), len(cot),
+             metrics["words_per_step_median"])
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--scenario", required=True)
+    run(main, p)
