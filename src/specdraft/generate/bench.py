@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
-from specdraft.generate.engine import (GenerationConfig, HFEngine, acceptance, alpha_from_acceptance,
-                                       leviathan_speedup)
+from specdraft.generate.engine import GenerationConfig, HFEngine, acceptance, alpha_from_acceptance, leviathan_speedup
 from specdraft.io import read_jsonl
 from specdraft.prompts import PromptsConfig, messages
 

@@ -64,6 +64,7 @@ class GenOutput:
     rounds: int | None = None
     proposed: int | None = None
     accepted: int | None = None
+    draft_forward_s: float | None = None  # time inside the draft's forward calls (hf engine)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -86,14 +87,24 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 class _Counter:
-    """Counts forward calls of a module through a public forward hook."""
+    """Counts forward calls of a module, and the time spent in them, with public hooks."""
 
     def __init__(self, module: Any):
         self.n = 0
-        self.handle = module.register_forward_hook(self._hook)
+        self.seconds = 0.0
+        self._t0 = 0.0
+        self.handles = [module.register_forward_pre_hook(self._pre), module.register_forward_hook(self._post)]
 
-    def _hook(self, *_: Any) -> None:
+    def _pre(self, *_: Any) -> None:
+        self._t0 = time.perf_counter()
+
+    def _post(self, *_: Any) -> None:
         self.n += 1
+        self.seconds += time.perf_counter() - self._t0
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 class HFEngine:
@@ -190,11 +201,12 @@ class HFEngine:
             dt = time.perf_counter() - t
         finally:
             for c in counters:
-                c.handle.remove()
+                c.remove()
         res = self._finish(seq[0, enc["input_ids"].shape[1]:].tolist(), enc["input_ids"].shape[1], dt)
         if speculative:
             rounds, proposed = counters[0].n, counters[1].n
             res.rounds, res.proposed = rounds, proposed
+            res.draft_forward_s = counters[1].seconds
             # each round yields its accepted draft tokens plus one token from the target
             res.accepted = max(0, min(proposed, res.output_tokens - rounds))
         return res

@@ -1,0 +1,69 @@
+"""Resumable generation loops (distillation, evaluation).
+
+Rows are appended to a partial file outside DVC's outputs (DVC deletes outputs before a
+stage runs) as soon as each is computed; a rerun after a crash skips the ids already
+there. The partial file starts with a fingerprint of everything that determines the rows
+(model files, prompts, generation settings), so a stale partial from other settings is
+discarded rather than mixed in. The finished rows are written to the real output
+atomically and the partial file is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from specdraft.io import JsonlAppender, read_jsonl
+
+log = logging.getLogger("resume")
+
+
+def model_fingerprint(*dirs: str | Path | None) -> list[list[Any]]:
+    """Names, sizes and mtimes of the weight files: changes when a model is rebuilt."""
+    out = []
+    for d in dirs:
+        if d is None:
+            continue
+        for p in sorted(Path(d).glob("*")):
+            if p.is_file():
+                st = p.stat()
+                out.append([str(p), st.st_size, int(st.st_mtime)])
+    return out
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Resumable:
+    """Rows already computed (by id) and an appender for new ones."""
+
+    def __init__(self, partial: str | Path, fp: str):
+        self.path = Path(partial)
+        self.fp = fp
+        self.done: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            rows = read_jsonl(self.path, tolerate_partial_last_line=True)
+            if rows and rows[0].get("_fingerprint") == fp:
+                self.done = {r["id"]: r for r in rows[1:] if "id" in r}
+                log.info("resuming: %d rows already computed in %s", len(self.done), self.path)
+            else:
+                log.info("discarding %s (other settings)", self.path)
+                self.path.unlink()
+        fresh = not self.path.exists()
+        self._app = JsonlAppender(self.path)
+        if fresh:
+            self._app.write({"_fingerprint": fp})
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._app.write(row)
+        self.done[row["id"]] = row
+
+    def close(self, remove: bool = True) -> None:
+        self._app.close()
+        if remove and self.path.exists():
+            os.unlink(self.path)
