@@ -69,3 +69,10 @@ $(VLLM_STAMP):
 bench-generate: $(STAMP) ## Benchmark generation: tokens/s at batch 1 and 8, speculative k=2,4,8 vs Leviathan's prediction
 	$(BIN)/dvc repro base_models prepare@gsm8k
 	$(BIN)/python -m specdraft.generate.bench --json metrics/bench_generate.json
+
+A ?= HEAD~1
+B ?= HEAD
+.PHONY: compare
+compare: $(STAMP) ## Significance of per-sample differences between two revisions: make compare A=<rev> B=<rev>
+	$(BIN)/dvc metrics diff $(A) $(B)
+	$(BIN)/python -m specdraft.evaluate.revisions $(A) $(B)

@@ -59,7 +59,7 @@ def test_sft_lowers_loss_and_merged_model_equals_base_plus_adapter(base_models, 
     base = AutoModelForCausalLM.from_pretrained(base_models / "target", dtype=torch.float32)
     peft = PeftModel.from_pretrained(base, tmp_path / "merged/adapter").eval()
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
-    kw = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": tok.eos_token_id}
+    kw = {"max_new_tokens": 18, "do_sample": False, "pad_token_id": tok.eos_token_id}
     with torch.inference_mode():
         a = peft.generate(**enc, **kw)[0].tolist()
         b = merged.generate(**enc, **kw)[0].tolist()
@@ -116,12 +116,8 @@ def test_simulated_acceptance_matches_engine_counts(base_models, local_prompts):
     rows, spec = [], []
     for q in qs[:3]:
         s = eng.generate_one(eng.render(messages(prompts, "cot", q)), speculative=True)
-        if s.truncated:
-            continue
         spec.append(s)
-        rows.append({"question": q, "response": s.text})
-    if not rows:
-        pytest.skip("all outputs hit the token limit")
+        rows.append({"question": q, "response": s.text, "truncated": s.truncated})
     sim = simulated_acceptance(base_models / "target", base_models / "draft", rows, "cot", prompts, 2)
     assert sim["accepted"] == sum(s.accepted for s in spec)
     assert sim["rounds"] == sum(s.rounds for s in spec)

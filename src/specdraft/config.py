@@ -114,7 +114,7 @@ def apply_runtime(rt: RuntimeConfig) -> None:
     """Set thread counts before torch is used; tokenizers' own pool is turned off too."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ["OMP_NUM_THREADS"] = str(rt.threads)
+    os.environ["OMP_NUM_THREADS"] = str(rt.threads)  # for processes started later
     try:
         import torch
     except ImportError:  # data-only stages do not need torch

@@ -108,7 +108,8 @@ def run_config(target_dir: Path, draft_dir: Path | None, rows: list[dict[str, An
 def _spec_row(r: dict[str, Any], plain: GenOutput, spec: GenOutput, tok: Any) -> dict[str, Any]:
     div = first_divergence(plain.token_ids, spec.token_ids)
     return {**_row(r, spec), "rounds": spec.rounds, "proposed": spec.proposed, "accepted": spec.accepted,
-            "draft_forward_s": spec.draft_forward_s, "plain_latency_s": plain.latency_s,
+            "draft_forward_s": spec.draft_forward_s, "target_forward_s": spec.target_forward_s,
+            "plain_latency_s": plain.latency_s,
             "plain_output_tokens": plain.output_tokens, "plain_correct": judge(plain.text, r["answer"]).correct,
             "same_as_plain": div is None, "first_divergence": div,
             "diverging_tokens": None if div is None else
@@ -160,6 +161,9 @@ def metrics(preds: list[dict[str, Any]], k: int | None, seed: int = 0) -> dict[s
     draft_step = sum(p["draft_forward_s"] or 0.0 for p in preds) / proposed if proposed else 0.0
     target_step = sum(p["plain_latency_s"] for p in preds) / sum(p["plain_output_tokens"] for p in preds)
     c = draft_step / target_step if target_step else 0.0
+    # one verify forward (k+1 tokens) in target decode steps; Leviathan's model assumes 1
+    verify_s = [p.get("target_forward_s") for p in preds]
+    verify = (sum(verify_s) / rounds / target_step) if rounds and target_step and None not in verify_s else None
     alpha = alpha_from_acceptance(rate, k)
     predicted = leviathan_speedup(alpha, k, c)
     speedup = float(statistics.median(ratios))
@@ -168,7 +172,8 @@ def metrics(preds: list[dict[str, Any]], k: int | None, seed: int = 0) -> dict[s
     m.update({"num_speculative_tokens": k, "acceptance_rate": rate, "alpha": alpha,
               "mean_acceptance_length": sum(toks) / rounds if rounds else 0.0,
               "speedup": speedup, "speedup_ci95": median_ci(ratios, seed),
-              "cost_ratio_c": c, "predicted_speedup": predicted,
+              "cost_ratio_c": c, "predicted_speedup": predicted, "verify_cost": verify,
+              "predicted_speedup_with_verify": leviathan_speedup(alpha, k, c, verify) if verify else None,
               "efficiency": speedup / predicted if predicted else 0.0,
               "plain_tokens_per_s": sum(p["plain_output_tokens"] for p in preds) / sum(p["plain_latency_s"] for p in preds),
               "diverging_outputs": len(diverging), "diverging_share": len(diverging) / n,

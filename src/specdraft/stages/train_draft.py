@@ -10,6 +10,7 @@ Params read: train_draft, generation.num_speculative_tokens, prompts, runtime.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -26,9 +27,10 @@ log = logging.getLogger("train_draft")
 
 def main(args: argparse.Namespace) -> None:
     params = load_params()
-    apply_runtime(section(RuntimeConfig, "runtime", params))
+    rt = section(RuntimeConfig, "runtime", params)
     scenario, style = split_name(args.name)
     cfg = section(TrainConfig, "train_draft", params)
+    apply_runtime(dataclasses.replace(rt, threads=cfg.threads or rt.threads))
     prompts = section(PromptsConfig, "prompts", params)
     k = int(get(params, "generation.num_speculative_tokens"))
     rows = read_jsonl(Path("data/distilled") / f"{args.name}.jsonl", ["id", "question", "response"])

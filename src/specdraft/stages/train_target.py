@@ -9,6 +9,7 @@ runtime. Multi-GPU: train_target.launcher (accelerate configs in conf/accelerate
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -25,9 +26,9 @@ log = logging.getLogger("train_target")
 def main(args: argparse.Namespace) -> None:
     params = load_params()
     rt = section(RuntimeConfig, "runtime", params)
-    apply_runtime(rt)
     scenario, style = split_name(args.name)
     cfg = section(TrainConfig, "train_target", params)
+    apply_runtime(dataclasses.replace(rt, threads=cfg.threads or rt.threads))
     prompts = section(PromptsConfig, "prompts", params)
     rows = training_rows("data/teacher", scenario, style)
     m = train_and_save(BASE / "target", rows, prompts, style, "response", cfg, target_dir(args.name),

@@ -78,7 +78,9 @@ def simulated_acceptance(model_dir: Path, draft_dir: Path, rows: list[dict[str, 
     for r in rows:
         prompt = render(tok, messages(prompts, style, r["question"]))
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tok(r["response"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        a_ids = tok(r["response"], add_special_tokens=False)["input_ids"]
+        if not r.get("truncated"):  # a finished answer ends with EOS, which is drafted too
+            a_ids.append(tok.eos_token_id)
         ids = torch.tensor([p_ids + a_ids])
         with torch.inference_mode():
             pred = draft(ids).logits[0, len(p_ids) - 1:-1].argmax(-1).tolist()

@@ -61,6 +61,9 @@ class TrainConfig:
     # How the stage is started: "python", or "accelerate launch --config_file
     # conf/accelerate/<ddp|fsdp|zero3>.yaml" for several GPUs (used in dvc.yaml's cmd).
     launcher: str = "python"
+    # Training is compute-bound (unlike decoding, which is memory-bound and gains nothing
+    # from a second thread here): a thread count of its own; null = runtime.threads.
+    threads: int | None = None
 
 
 METHODS = ("lora", "full")
@@ -91,13 +94,47 @@ def split(examples: list[dict], val_share: float, seed: int) -> tuple[list[dict]
     return train, val
 
 
+def _trainer_class():
+    import torch
+    import torch.nn.functional as F
+    from trl import SFTTrainer
+
+    class CompletionSFTTrainer(SFTTrainer):
+        """Computes the head and the loss only at positions whose next token is labelled.
+
+        TRL's fused loss scores every position on devices without Triton (the CPU),
+        prompt and padding included, and also computes the entropy over the whole
+        vocabulary; here the prompt is most of each short example and the draft's head
+        (49k tokens) costs more than its two layers. Same loss: mean cross-entropy over
+        completion tokens (`transformers`' public `logits_to_keep` selects the positions).
+        """
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs["labels"]
+            shifted = labels[:, 1:]
+            keep = (shifted != -100).any(dim=0).nonzero().squeeze(-1)
+            fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+            out = model(**fwd, use_cache=False, logits_to_keep=keep)
+            logits = out.logits.float()
+            target = shifted[:, keep]
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+                                   reduction="sum")
+            n = (target != -100).sum() if num_items_in_batch is None else num_items_in_batch
+            loss = loss / torch.as_tensor(n, device=loss.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            return (loss, out) if return_outputs else loss
+
+    return CompletionSFTTrainer
+
+
 def make_trainer(model_dir: str | Path, train: list[dict], val: list[dict], cfg: TrainConfig, ckpt_dir: Path,
                  live_dir: Path | None, threads_note: str = ""):
     """An SFTTrainer on a model folder, with LoRA when cfg.method == 'lora'."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     if cfg.method not in METHODS:
         raise InputError(f"params.yaml: method {cfg.method!r} unknown; valid: {list(METHODS)}")
@@ -134,7 +171,7 @@ def make_trainer(model_dir: str | Path, train: list[dict], val: list[dict], cfg:
         # dvcyaml=None: plots are declared in dvc.yaml by hand (Live would rewrite it).
         live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=_has_checkpoint(ckpt_dir))
         callbacks.append(DVCLiveCallback(live=live))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
+    trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
                          peft_config=peft_config, callbacks=callbacks)
     return trainer

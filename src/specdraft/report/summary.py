@@ -1,0 +1,223 @@
+"""reports/summary.md: what the experiment found, top to bottom, with figures.
+
+Reads only pipeline outputs (metrics/, params) and states each hypothesis with the figures
+and tests that bear on it, and the caveats the run itself detected.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from specdraft.io import read_json
+
+CONFIG_ORDER = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_untrained", "cod_sd_untrained"]
+SMALL_N = 100
+
+
+def load_eval(scenarios: list[str], root: Path = Path("metrics/eval")) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for sc in scenarios:
+        d = root / sc
+        out[sc] = {p.stem: read_json(p) for p in sorted(d.glob("*.json")) if p.stem != "comparisons"}
+        out[sc]["_comparisons"] = read_json(d / "comparisons.json") if (d / "comparisons.json").exists() else {}
+    return out
+
+
+def _configs(ev: dict[str, Any]) -> list[str]:
+    names = [c for c in ev if not c.startswith("_")]
+    return [c for c in CONFIG_ORDER if c in names] + sorted(set(names) - set(CONFIG_ORDER))
+
+
+def _ci(ci: list[float] | None, fmt: str = "{:.2f}") -> str:
+    return "" if not ci else f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+
+
+def _f(x: Any, fmt: str = "{:.2f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def table(ev: dict[str, Any]) -> list[str]:
+    lines = ["| config | accuracy [95% CI] | mean tokens | latency p50 (s) | tokens/s | acceptance | "
+             "tokens/round | speedup [95% CI] | efficiency |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in _configs(ev):
+        m = ev[c]
+        lines.append(f"| {c} | {m['accuracy']:.3f}{_ci(m['accuracy_ci95'])} | {m['mean_output_tokens']:.1f} | "
+                     f"{m['latency_p50_s']:.2f} | {m['tokens_per_s']:.1f} | {_f(m.get('acceptance_rate'), '{:.3f}')} | "
+                     f"{_f(m.get('mean_acceptance_length'))} | "
+                     f"{_f(m.get('speedup'))}{_ci(m.get('speedup_ci95'))} | {_f(m.get('efficiency'))} |")
+    return lines
+
+
+def _cmp(ev: dict[str, Any], a: str, b: str) -> dict[str, Any] | None:
+    return ev["_comparisons"].get(f"{a}_vs_{b}")
+
+
+def _acc_sentence(c: dict[str, Any] | None, a: str, b: str) -> str:
+    if c is None:
+        return f"{a} vs {b}: not evaluated."
+    sig = "significant" if c["significant_at_0.05"] else "not significant"
+    return (f"{a} vs {b}: accuracy {c['accuracy_diff']:+.3f} [{c['accuracy_diff_ci95'][0]:+.3f}, "
+            f"{c['accuracy_diff_ci95'][1]:+.3f}], McNemar p={c['p_value']:.3f} ({sig} at 0.05; "
+            f"{c['only_a_correct']} questions only {a} solved, {c['only_b_correct']} only {b}).")
+
+
+def hypotheses(evals: dict[str, dict[str, Any]]) -> list[str]:
+    out = ["## Hypotheses", "", "### 1. Fine-tuning on reasoning traces raises accuracy", ""]
+    for sc, ev in evals.items():
+        out.append(f"- **{sc}**: " + " ".join(_acc_sentence(_cmp(ev, x, "base"), x, "base") for x in ("cot", "cod")))
+    out += ["", "### 2. Speculative decoding cuts time without changing accuracy", ""]
+    for sc, ev in evals.items():
+        parts = []
+        for c in ("cot_sd", "cod_sd"):
+            m = ev.get(c)
+            if not m:
+                continue
+            u = ev.get(f"{c}_untrained")
+            parts.append(f"{c}: speedup {m['speedup']:.2f}x{_ci(m['speedup_ci95'])} (predicted "
+                         f"{m['predicted_speedup']:.2f}x, efficiency {m['efficiency']:.2f}), acceptance "
+                         f"{m['acceptance_rate']:.3f}" + (f" vs {u['acceptance_rate']:.3f} with the untrained draft"
+                                                          if u else "") +
+                         f"; {m['diverging_outputs']} of {m['n']} outputs differ from plain greedy.")
+            plain = c.split("_")[0]
+            parts.append(_acc_sentence(_cmp(ev, c, plain), c, plain))
+        out.append(f"- **{sc}**: " + " ".join(parts))
+    out += ["", "### 3. Chain of draft cuts tokens with little accuracy loss", ""]
+    for sc, ev in evals.items():
+        c = _cmp(ev, "cod", "cot")
+        if c is None:
+            out.append(f"- **{sc}**: not evaluated.")
+            continue
+        out.append(f"- **{sc}**: CoD uses {c['output_tokens_ratio']:.2f}x the tokens of CoT "
+                   f"[{c['output_tokens_ratio_ci95'][0]:.2f}, {c['output_tokens_ratio_ci95'][1]:.2f}] on the same "
+                   f"questions. " + _acc_sentence(c, "cod", "cot"))
+    return out + [""]
+
+
+def caveats(evals: dict[str, dict[str, Any]], profile: str, engine: str) -> list[str]:
+    out = []
+    for sc, ev in evals.items():
+        for c in _configs(ev):
+            m = ev[c]
+            if m["n"] < SMALL_N:
+                out.append(f"{sc}: n={m['n']} test questions: confidence intervals are wide; differences of a "
+                           f"few questions are not evidence.")
+                break
+        for c in _configs(ev):
+            m = ev[c]
+            if m["truncation_rate"] > 0.05:
+                out.append(f"{sc}/{c}: {m['truncation_rate']:.0%} of outputs hit max_new_tokens (truncated).")
+            weak = m.get("extraction_paths", {}).get("last_number", 0) + m.get("extraction_paths", {}).get("none", 0)
+            if weak / m["n"] > 0.1:
+                out.append(f"{sc}/{c}: {weak / m['n']:.0%} of answers were found only by the last-number fallback "
+                           f"or not at all.")
+    if profile == "local" or engine == "hf":
+        out.append("Timings come from a CPU run of a 135M-parameter target with a self-draft (local profile): "
+                   "they show the mechanics, acceptance and the gain from distillation, not GPU speedups. "
+                   "On this CPU the verify forward and the draft's 49k-token head cost more than drafting saves.")
+    return sorted(set(out), key=out.index)
+
+
+def figures(evals: dict[str, dict[str, Any]], train_dir: Path, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    scs = list(evals)
+    fig, axes = plt.subplots(1, len(scs), figsize=(4.8 * len(scs), 3.8), squeeze=False)
+    for ax, sc in zip(axes[0], scs, strict=True):
+        ev = evals[sc]
+        for c in _configs(ev):
+            m = ev[c]
+            lo, hi = m["accuracy_ci95"]
+            ax.errorbar(m["mean_output_tokens"], m["accuracy"], yerr=[[m["accuracy"] - lo], [hi - m["accuracy"]]],
+                        fmt="o", capsize=3, label=c)
+        ax.set(title=f"{sc}: accuracy vs output tokens", xlabel="mean output tokens", ylabel="accuracy",
+               ylim=(-0.02, 1.02))
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    paths.append(out / "report_accuracy_vs_tokens.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    labels, vals, errs = [], [], [[], []]
+    for sc in scs:
+        for c in _configs(evals[sc]):
+            m = evals[sc][c]
+            if m.get("speedup") is None:
+                continue
+            labels.append(f"{sc}\n{c}")
+            vals.append(m["speedup"])
+            errs[0].append(m["speedup"] - m["speedup_ci95"][0])
+            errs[1].append(m["speedup_ci95"][1] - m["speedup"])
+    ax.bar(range(len(vals)), vals, yerr=errs, capsize=3, color="tab:blue")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(range(len(vals)), labels, fontsize=6, rotation=45, ha="right")
+    ax.set(title="Speedup over plain greedy (median of paired per-prompt ratios, 95% CI)", ylabel="speedup")
+    fig.tight_layout()
+    paths.append(out / "report_speedup.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    per_pos = [(sc, c, evals[sc][c]["acceptance_per_position"]) for sc in scs for c in _configs(evals[sc])
+               if evals[sc][c].get("acceptance_per_position")]
+    if per_pos:
+        for sc, c, v in per_pos:
+            ax.plot(range(1, len(v) + 1), v, marker="o", label=f"{sc}/{c}")
+        ax.set(title="Acceptance per draft position", xlabel="draft position", ylabel="accepted share of drafts")
+        ax.legend(fontsize=6)
+    else:
+        rows = [(f"{sc}\n{c}", evals[sc][c]["acceptance_rate"]) for sc in scs for c in _configs(evals[sc])
+                if evals[sc][c].get("acceptance_rate") is not None]
+        ax.bar(range(len(rows)), [r[1] for r in rows], color="tab:green")
+        ax.set_xticks(range(len(rows)), [r[0] for r in rows], fontsize=6, rotation=45, ha="right")
+        ax.set(title="Acceptance rate (accepted / proposed); per-position figures need the vllm engine",
+               ylabel="acceptance rate")
+    fig.tight_layout()
+    paths.append(out / "report_acceptance.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, role in zip(axes, ("target", "draft"), strict=True):
+        for run in sorted((train_dir / role).glob("*")):
+            f = run / "plots/metrics/train/loss.tsv"
+            if f.exists():
+                with f.open() as fh:
+                    rows = list(csv.DictReader(fh, delimiter="\t"))
+                ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], label=run.name)
+        ax.set(title=f"Training loss: {role}s", xlabel="logged step", ylabel="loss")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    paths.append(out / "report_training_curves.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def summary(evals: dict[str, dict[str, Any]], params: dict[str, Any], prepare: dict[str, Any],
+            figs: list[Path], rel: Path) -> str:
+    meta = params.get("meta", {})
+    gen = params["generation"]
+    models = params["models"]
+    lines = ["# specdraft: results", "",
+             f"Profile **{meta.get('profile')}**; target `{models['target']}`, draft `{models['draft']}`; "
+             f"engine **{gen['engine']}**, greedy, max_new_tokens {gen['max_new_tokens']}, "
+             f"{gen['num_speculative_tokens']} draft tokens per round; data source `{params['data']['source']}`.", "",
+             "| scenario | train rows | test rows |", "|---|---|---|"]
+    for sc, p in prepare.items():
+        lines.append(f"| {sc} | {p['n_train']} | {p['n_test']} |")
+    lines.append("")
+    for sc, ev in evals.items():
+        lines += [f"## {sc}", ""] + table(ev) + [""]
+    lines += hypotheses(evals)
+    cav = caveats(evals, str(meta.get("profile")), gen["engine"])
+    lines += ["## Caveats", ""] + [f"- {c}" for c in cav] + [""]
+    lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(rel)})" for p in figs] + [""]
+    return "\n".join(lines)
