@@ -1,0 +1,58 @@
+"""Report text from synthetic metrics: every configuration, hypotheses and caveats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from specdraft.report.summary import caveats, hypotheses, summary, table
+
+
+def _m(acc, toks, n=6, **kw):
+    return {"n": n, "accuracy": acc, "accuracy_ci95": [max(0, acc - 0.3), min(1, acc + 0.3)],
+            "mean_output_tokens": toks, "latency_p50_s": 1.0, "tokens_per_s": 10.0, "truncation_rate": 0.0,
+            "extraction_paths": {"hash": n}, **kw}
+
+
+def _sd(acc, toks):
+    return _m(acc, toks, acceptance_rate=0.25, mean_acceptance_length=1.5, speedup=0.6, speedup_ci95=[0.5, 0.7],
+              predicted_speedup=0.8, efficiency=0.75, diverging_outputs=0)
+
+
+def _cmp(d, ratio, p):
+    return {"accuracy_diff": d, "accuracy_diff_ci95": [d - 0.2, d + 0.2], "p_value": p, "only_a_correct": 2,
+            "only_b_correct": 0, "significant_at_0.05": p < 0.05, "output_tokens_ratio": ratio,
+            "output_tokens_ratio_ci95": [ratio - 0.1, ratio + 0.1]}
+
+
+EV = {"gsm8k": {"base": _m(0.0, 96, truncation_rate=0.5), "cot": _m(0.5, 50), "cod": _m(0.33, 25),
+                "cot_sd": _sd(0.5, 50), "cod_sd": _sd(0.33, 25), "cot_sd_untrained": _sd(0.5, 50),
+                "cod_sd_untrained": _sd(0.33, 25),
+                "_comparisons": {"cot_vs_base": _cmp(0.5, 0.5, 0.25), "cod_vs_base": _cmp(0.33, 0.26, 0.5),
+                                 "cod_vs_cot": _cmp(-0.17, 0.5, 1.0), "cot_sd_vs_cot": _cmp(0.0, 1.0, 1.0),
+                                 "cod_sd_vs_cod": _cmp(0.0, 1.0, 1.0)}}}
+
+
+def test_table_lists_every_configuration_in_order():
+    rows = table(EV["gsm8k"])
+    names = [r.split("|")[1].strip() for r in rows[2:]]
+    assert names == ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_untrained", "cod_sd_untrained"]
+    assert "0.60 [0.50, 0.70]" in rows[5]
+
+
+def test_hypotheses_and_caveats_state_the_figures():
+    text = "\n".join(hypotheses(EV))
+    assert "cot vs base: accuracy +0.500" in text and "p=0.250 (not significant" in text
+    assert "CoD uses 0.50x the tokens of CoT" in text
+    assert "speedup 0.60x [0.50, 0.70]" in text and "0 of 6 outputs differ" in text
+    cav = caveats(EV, "local", "hf")
+    assert any("n=6" in c for c in cav) and any("50% of outputs hit max_new_tokens" in c for c in cav)
+    assert any("CPU" in c for c in cav)
+
+
+def test_summary_header(tmp_path):
+    params = {"meta": {"profile": "local"}, "generation": {"engine": "hf", "max_new_tokens": 96,
+                                                            "num_speculative_tokens": 2},
+              "models": {"target": "gguf:x/y.gguf", "draft": {"layers": 2}}, "data": {"source": "sample"}}
+    text = summary(EV, params, {"gsm8k": {"n_train": 24, "n_test": 6}}, [tmp_path / "f.png"], tmp_path)
+    assert "Profile **local**" in text and "| gsm8k | 24 | 6 |" in text and "![f](f.png)" in text
+    assert Path(tmp_path).exists()
