@@ -12,6 +12,7 @@ import time
 
 import pytest
 import yaml
+
 from conftest import clone_env, clone_worktree, venv_bin
 
 CONFIGS = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_untrained", "cod_sd_untrained"]
