@@ -53,3 +53,12 @@ def test_at_least_40_problems_per_scenario(root):
     assert len(alg) >= 40 and len(ia) >= 40 and gsm >= 40
     # the filters have something to reject
     assert any(r["type"] == "Algebra" and r["level"] == "Level 4" for r in rows)
+
+
+def test_sample_problems_are_not_copies_of_the_real_datasets(root, shared_data):
+    """data/sample/ uses the datasets' file names and schemas, but none of their problems."""
+    real = {json.loads(x)["question"] for s in ("train", "test") for x in (shared_data / f"gsm8k/{s}.jsonl").open()}
+    real |= {json.loads(x)["problem"] for s in ("train", "test") for x in (shared_data / f"math/{s}.jsonl").open()}
+    ours = {json.loads(x)["question"] for s in ("train", "test") for x in (root / f"data/sample/gsm8k/{s}.jsonl").open()}
+    ours |= {json.loads(x)["problem"] for s in ("train", "test") for x in (root / f"data/sample/math/{s}.jsonl").open()}
+    assert len(ours) == 232 and not ours & real
