@@ -32,6 +32,68 @@ def _fmt(x: Fraction | int) -> str:
 
 
 # ------------------------------------------------------------------------- GSM8K-style
+# One- and two-step problems with small numbers: the difficulty at which a 135M model
+# solves some but not all (measured for the README's local-profile choice).
+ITEMS = ["apples", "stickers", "marbles", "shells", "stamps", "pencils", "cards", "beads"]
+
+
+def _g_add(r: random.Random) -> tuple[str, str]:
+    name, item = r.choice(NAMES), r.choice(ITEMS)
+    a, b = r.randint(3, 30), r.randint(2, 20)
+    q = f"{name} has {a} {item} and gets {b} more {item}. How many {item} does {name} have now?"
+    a_ = f"{name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {item} now.\n#### {a + b}"
+    return q, a_
+
+
+def _g_sub(r: random.Random) -> tuple[str, str]:
+    name, item = r.choice(NAMES), r.choice(ITEMS)
+    a = r.randint(12, 40)
+    b = r.randint(2, a - 2)
+    q = f"{name} has {a} {item} and gives {b} {item} to a friend. How many {item} does {name} have left?"
+    a_ = f"{name} has {a} - {b} = <<{a}-{b}={a - b}>>{a - b} {item} left.\n#### {a - b}"
+    return q, a_
+
+
+def _g_mul(r: random.Random) -> tuple[str, str]:
+    name, item = r.choice(NAMES), r.choice(ITEMS)
+    a, b = r.randint(2, 9), r.randint(2, 12)
+    q = f"{name} buys {a} bags with {b} {item} in each bag. How many {item} does {name} buy?"
+    a_ = f"{name} buys {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}.\n#### {a * b}"
+    return q, a_
+
+
+def _g_div(r: random.Random) -> tuple[str, str]:
+    name, item = r.choice(NAMES), r.choice(ITEMS)
+    friends, each = r.randint(2, 9), r.randint(2, 10)
+    total = friends * each
+    q = f"{name} shares {total} {item} equally among {friends} friends. How many {item} does each friend get?"
+    a_ = f"Each friend gets {total} / {friends} = <<{total}/{friends}={each}>>{each} {item}.\n#### {each}"
+    return q, a_
+
+
+def _g_add_sub(r: random.Random) -> tuple[str, str]:
+    name, item = r.choice(NAMES), r.choice(ITEMS)
+    a, b = r.randint(5, 25), r.randint(2, 15)
+    c = r.randint(2, a + b - 2)
+    q = (f"{name} has {a} {item}, finds {b} more {item}, and then gives away {c} {item}. "
+         f"How many {item} does {name} have now?")
+    a_ = (f"After finding more, {name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {item}.\n"
+          f"After giving some away, {name} has {a + b} - {c} = <<{a + b}-{c}={a + b - c}>>{a + b - c} {item}.\n"
+          f"#### {a + b - c}")
+    return q, a_
+
+
+def _g_mul_add(r: random.Random) -> tuple[str, str]:
+    name, item = r.choice(NAMES), r.choice(ITEMS)
+    a, b, c = r.randint(2, 9), r.randint(2, 10), r.randint(1, 9)
+    q = (f"{name} buys {a} packs of {item} with {b} {item} in each pack, and {c} single {item}. "
+         f"How many {item} does {name} buy in all?")
+    a_ = (f"The packs hold {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}.\n"
+          f"In all {name} buys {a * b} + {c} = <<{a * b}+{c}={a * b + c}>>{a * b + c} {item}.\n"
+          f"#### {a * b + c}")
+    return q, a_
+
+
 def _g_bakery(r: random.Random) -> tuple[str, str]:
     name = r.choice(NAMES)
     trays, per, sold = r.randint(3, 9), r.randint(6, 15), 0
@@ -152,6 +214,27 @@ GSM8K_TEMPLATES: list[Callable[[random.Random], tuple[str, str]]] = [
 
 
 # -------------------------------------------------------------------------- MATH-style
+def _m_add_eq(r: random.Random) -> tuple[str, str, str]:
+    x, b = r.randint(1, 30), r.randint(2, 20)
+    q = f"Solve for $x$: $x + {b} = {x + b}$."
+    s = f"Subtracting ${b}$ from both sides gives $x = {x + b} - {b} = \\boxed{{{x}}}$."
+    return q, s, str(x)
+
+
+def _m_mul_eq(r: random.Random) -> tuple[str, str, str]:
+    a, x = r.randint(2, 9), r.randint(2, 12)
+    q = f"Solve for $x$: ${a}x = {a * x}$."
+    s = f"Dividing both sides by ${a}$ gives $x = {a * x} / {a} = \\boxed{{{x}}}$."
+    return q, s, str(x)
+
+
+def _m_eval_linear(r: random.Random) -> tuple[str, str, str]:
+    a, b, x = r.randint(2, 9), r.randint(1, 20), r.randint(1, 9)
+    q = f"What is the value of ${a}x + {b}$ when $x = {x}$?"
+    s = f"Substituting $x = {x}$ gives ${a}({x}) + {b} = {a * x} + {b} = \\boxed{{{a * x + b}}}$."
+    return q, s, str(a * x + b)
+
+
 def _m_linear(r: random.Random) -> tuple[str, str, str]:
     a, x = r.randint(2, 9), r.randint(-9, 12)
     b = r.randint(1, 20)

@@ -75,8 +75,10 @@ def _row(r: dict[str, Any], o: GenOutput) -> dict[str, Any]:
 
 
 def run_config(target_dir: Path, draft_dir: Path | None, rows: list[dict[str, Any]], style: str,
-               prompts: PromptsConfig, gen: GenerationConfig, resume: Resumable) -> list[dict[str, Any]]:
-    """Per-sample predictions, resumable; speculative rows carry their plain twin."""
+               prompts: PromptsConfig, gen: GenerationConfig, resume: Resumable,
+               draft_data: tuple[list[str], list[str]] | None = None) -> list[dict[str, Any]]:
+    """Per-sample predictions, resumable; speculative rows carry their plain twin.
+    `draft_data`: the draft's training (answers, questions), for a restricted draft head."""
     todo = [r for r in rows if r["id"] not in resume.done]
     if not todo:
         return [resume.done[r["id"]] for r in rows]
@@ -86,12 +88,17 @@ def run_config(target_dir: Path, draft_dir: Path | None, rows: list[dict[str, An
             prompt = engine.render(messages(prompts, style, r["question"]))
             resume.add(_row(r, engine.generate_one(prompt, speculative=False)))
     elif gen.engine == "hf":
-        engine = make_engine(target_dir, draft_dir, gen)
+        engine = make_engine(target_dir, draft_dir, gen, draft_data)
+        subset = set(engine.draft_subset) if engine.draft_subset is not None else None
         for r in tqdm(todo, desc=f"eval {target_dir.name}+draft", unit="q"):
             prompt = engine.render(messages(prompts, style, r["question"]))
             plain = engine.generate_one(prompt, speculative=False)  # alternate per prompt: paired timings
             spec = engine.generate_one(prompt, speculative=True)
-            resume.add(_spec_row(r, plain, spec, engine.tokenizer))
+            row = _spec_row(r, plain, spec, engine.tokenizer)
+            # coverage of the restricted draft head: the target's tokens it could propose
+            row["plain_tokens_in_draft_vocab"] = (plain.output_tokens if subset is None
+                                                  else sum(t in subset for t in plain.token_ids))
+            resume.add(row)
     else:
         # vLLM builds an engine with or without its draft, and two 14B engines rarely fit
         # one GPU: a plain pass, then a speculative pass, still one request at a time.
@@ -166,6 +173,9 @@ def metrics(preds: list[dict[str, Any]], k: int | None, seed: int = 0) -> dict[s
     verify = (sum(verify_s) / rounds / target_step) if rounds and target_step and None not in verify_s else None
     alpha = alpha_from_acceptance(rate, k)
     predicted = leviathan_speedup(alpha, k, c)
+    in_vocab = [p.get("plain_tokens_in_draft_vocab") for p in preds]
+    draft_vocab_coverage = (sum(in_vocab) / sum(p["plain_output_tokens"] for p in preds)
+                            if None not in in_vocab and sum(p["plain_output_tokens"] for p in preds) else None)
     speedup = float(statistics.median(ratios))
     diverging = [{"id": p["id"], "first_divergence": p["first_divergence"], "tokens": p["diverging_tokens"]}
                  for p in preds if not p["same_as_plain"]]
@@ -173,6 +183,7 @@ def metrics(preds: list[dict[str, Any]], k: int | None, seed: int = 0) -> dict[s
               "mean_acceptance_length": sum(toks) / rounds if rounds else 0.0,
               "speedup": speedup, "speedup_ci95": median_ci(ratios, seed),
               "cost_ratio_c": c, "predicted_speedup": predicted, "verify_cost": verify,
+              "draft_vocab_coverage": draft_vocab_coverage,
               "predicted_speedup_with_verify": leviathan_speedup(alpha, k, c, verify) if verify else None,
               "efficiency": speedup / predicted if predicted else 0.0,
               "plain_tokens_per_s": sum(p["plain_output_tokens"] for p in preds) / sum(p["plain_latency_s"] for p in preds),

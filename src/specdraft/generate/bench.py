@@ -1,127 +1,253 @@
-"""Generation benchmark: prints figures measured side by side in one run (not a timed test).
+"""Generation benchmark: today's path and the CPU fast path, side by side in one run.
 
-    python -m specdraft.generate.bench [--draft DIR] [--prompts N] [--max-new-tokens M]
+    python -m specdraft.generate.bench [--json metrics/bench_generate.json] [--prompts 8]
+    make bench-generate
 
-On the local target and draft: tokens/s of the hf engine at batch 1 and batch 8; then for
-speculative decoding at 2, 4 and 8 draft tokens: acceptance rate, mean acceptance length,
-the cost ratio c (draft decode step / target decode step, each timed in plain greedy
-generation of the same prompts), the measured speedup over plain greedy (median of
-per-prompt ratios, plain and speculative alternating per prompt so machine noise cancels),
-the speedup Leviathan's formula predicts from the measured acceptance, draft length and c,
-and their ratio (implementation efficiency). All ratios come from this one run.
+Paths (hf engine, one request at a time unless stated):
+- `today`: transformers' `generate()` (assisted generation for speculative decoding),
+  torch's default fp32 kernels, the draft as trained (full head, fp32);
+- `fast`: the lean greedy loop (specdraft.generate.greedy), oneDNN-packed fp32 linears,
+  the draft with int8 weights and a head over the `--draft-vocab` most frequent tokens of
+  its training data (the params' local settings).
+
+Printed and written: plain tokens/s at batch 1 and 8; the verify cost of a (k+1)-token
+target forward in one-token steps for k+1 = 1..5; the draft's cost ratio c (one draft
+forward / one target forward, same kernels) with and without int8 and the restricted
+head, and the head's share of a draft forward; the restricted head's coverage of the
+target's outputs; and for each k: acceptance, tokens per round, measured speedup (median
+of per-prompt ratios, plain and speculative alternating per prompt), Leviathan's
+predicted speedup with verify = 1 and with the measured verify cost, efficiency
+(measured / predicted with verify = 1) and how many outputs equal plain greedy output.
+Every ratio compares numbers measured in this run; nothing is a timed test.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
-from specdraft.generate.engine import GenerationConfig, HFEngine, acceptance, alpha_from_acceptance, leviathan_speedup
+from specdraft.generate.draft import cheapen, coverage
+from specdraft.generate.engine import GenerationConfig, HFEngine, alpha_from_acceptance, leviathan_speedup
 from specdraft.io import read_jsonl
 from specdraft.prompts import PromptsConfig, messages
 
 
-def _tok_s(outs, seconds: float) -> float:
+def _tok_s(outs: list, seconds: float) -> float:
     return sum(o.output_tokens for o in outs) / seconds
 
 
-def run(target: Path, draft: Path, questions: list[str], prompts_cfg: PromptsConfig, max_new: int,
-        ks: list[int]) -> dict:
-    cfg = GenerationConfig(max_new_tokens=max_new, batch_size=8)
-    eng = HFEngine(target, draft, cfg)
-    prompts = [eng.render(messages(prompts_cfg, "cot", q)) for q in questions]
-    eng.generate_one(prompts[0], speculative=False)  # warm-up
-    res: dict = {"prompts": len(prompts), "max_new_tokens": max_new}
+def forward_ms(model: Any, prompt_ids: list[int], rows: int, reps: int = 25) -> float:
+    """Median time of one forward of `rows` new tokens after the prompt (KV cache kept)."""
+    import torch
+    from transformers import DynamicCache
 
-    t = time.perf_counter()
-    b1 = [eng.generate_one(p, speculative=False) for p in prompts]
-    res["tok_s_batch1"] = _tok_s(b1, time.perf_counter() - t)
-    t = time.perf_counter()
-    b8 = eng.generate(prompts, batch_size=8)
-    res["tok_s_batch8"] = _tok_s(b8, time.perf_counter() - t)
-    res["batch8_over_batch1"] = res["tok_s_batch8"] / res["tok_s_batch1"]
+    with torch.inference_mode():
+        cache = DynamicCache(config=model.config)
+        model(input_ids=torch.tensor([prompt_ids]), cache=cache, use_cache=True, logits_to_keep=1)
+        x = torch.tensor([prompt_ids[-rows:]])
+        times = []
+        for _ in range(reps + 3):
+            t = time.perf_counter()
+            model(input_ids=x, cache=cache, use_cache=True, logits_to_keep=rows)
+            times.append(time.perf_counter() - t)
+            cache.crop(-rows)
+    return statistics.median(times[3:]) * 1000
 
-    # cost ratio c: per-token time of the draft alone vs the target alone, same prompts
-    draft_eng = HFEngine(draft, None, cfg)
-    t = time.perf_counter()
-    d1 = [draft_eng.generate_one(p, speculative=False) for p in prompts]
-    draft_tpt = (time.perf_counter() - t) / sum(o.output_tokens for o in d1)
-    target_tpt = 1 / res["tok_s_batch1"]
-    res["cost_ratio_c"] = draft_tpt / target_tpt
-    del draft_eng
 
-    rows = []
-    for k in ks:
-        eng.draft.generation_config.num_assistant_tokens = k
-        ratios, spec_outs, plain_t, spec_t, same, plain_tok = [], [], 0.0, 0.0, 0, 0
-        for p in prompts:  # alternate plain and speculative per prompt: paired timings
-            a = eng.generate_one(p, speculative=False)
-            s = eng.generate_one(p, speculative=True)
-            ratios.append(a.latency_s / s.latency_s)
-            plain_t += a.latency_s
-            plain_tok += a.output_tokens
-            spec_t += s.latency_s
-            spec_outs.append(s)
-            same += a.token_ids == s.token_ids
-        acc = acceptance(spec_outs)
-        alpha = alpha_from_acceptance(acc["acceptance_rate"], k)
-        predicted = leviathan_speedup(alpha, k, res["cost_ratio_c"])
-        # the cost of one verify forward (k+1 tokens) in plain decode steps, timed by hooks
-        verify = (sum(s.target_forward_s for s in spec_outs) / acc["rounds"]) / (plain_t / plain_tok)
-        measured = statistics.median(ratios)
-        rows.append({"k": k, **acc, "alpha": alpha, "speedup_measured": measured,
-                     "speedup_total_time": plain_t / spec_t, "speedup_predicted": predicted,
-                     "efficiency": measured / predicted, "verify_cost": verify,
-                     "speedup_predicted_with_verify": leviathan_speedup(alpha, k, res["cost_ratio_c"], verify),
-                     "identical_outputs": f"{same}/{len(prompts)}"})
-    res["speculative"] = rows
+def head_ms(model: Any, reps: int = 25) -> float:
+    """Median time of the output head alone on one hidden state."""
+    import torch
+
+    head = model.get_output_embeddings()
+    h = torch.randn(1, 1, model.config.hidden_size)
+    times = []
+    with torch.inference_mode():
+        for _ in range(reps + 3):
+            t = time.perf_counter()
+            head(h)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times[3:]) * 1000
+
+
+def plain_speed(engines: dict[str, HFEngine], prompts: list[str]) -> dict[str, Any]:
+    """Batch-1 tokens/s of each engine, alternating engines per prompt, and batch 8."""
+    out: dict[str, Any] = {}
+    secs = {n: 0.0 for n in engines}
+    toks = {n: 0 for n in engines}
+    ids = {n: [] for n in engines}
+    for p in prompts:
+        for name, eng in engines.items():
+            o = eng.generate_one(p, speculative=False)
+            secs[name] += o.latency_s
+            toks[name] += o.output_tokens
+            ids[name].append(o.token_ids)
+    for name, eng in engines.items():
+        t = time.perf_counter()
+        b8 = eng.generate(prompts, batch_size=8)
+        out[name] = {"tok_s_batch1": toks[name] / secs[name], "tok_s_batch8": _tok_s(b8, time.perf_counter() - t),
+                     "ms_per_token_batch1": 1000 * secs[name] / toks[name]}
+    first = next(iter(engines))
+    out["same_plain_outputs"] = {n: sum(a == b for a, b in zip(ids[first], ids[n], strict=True))
+                                 for n in engines if n != first}
+    out["plain_token_ids"] = ids
+    return out
+
+
+def speculative(eng: HFEngine, prompts: list[str], k: int, c: float) -> dict[str, Any]:
+    eng.cfg = dataclasses.replace(eng.cfg, num_speculative_tokens=k)
+    eng.draft.generation_config.num_assistant_tokens = k
+    ratios, same, plain_s, plain_tok = [], 0, 0.0, 0
+    rounds = proposed = accepted = tokens = 0
+    verify_s = draft_s = 0.0
+    for p in prompts:  # alternate plain and speculative per prompt: paired timings
+        a = eng.generate_one(p, speculative=False)
+        s = eng.generate_one(p, speculative=True)
+        ratios.append(a.latency_s / s.latency_s)
+        same += a.token_ids == s.token_ids
+        plain_s += a.latency_s
+        plain_tok += a.output_tokens
+        rounds, proposed, accepted = rounds + s.rounds, proposed + s.proposed, accepted + s.accepted
+        tokens += s.output_tokens
+        verify_s += s.target_forward_s
+        draft_s += s.draft_forward_s
+    rate = accepted / proposed if proposed else 0.0
+    alpha = alpha_from_acceptance(rate, k)
+    step = plain_s / plain_tok
+    verify = verify_s / rounds / step
+    c_loop = draft_s / proposed / step if proposed else 0.0
+    measured = statistics.median(ratios)
+    predicted = leviathan_speedup(alpha, k, c if c is not None else c_loop)
+    return {"k": k, "acceptance_rate": rate, "alpha": alpha, "tokens_per_round": tokens / rounds,
+            "speedup_measured": measured, "speedup_predicted": predicted,
+            "speedup_predicted_with_verify": leviathan_speedup(alpha, k, c if c is not None else c_loop, verify),
+            "efficiency": measured / predicted, "verify_cost_in_loop": verify, "cost_ratio_c_in_loop": c_loop,
+            "same_as_plain": same, "prompts": len(prompts)}
+
+
+def run(target: Path, draft: Path, questions: list[str], draft_data: tuple[list[str], list[str]],
+        prompts_cfg: PromptsConfig, max_new: int, ks: list[int], draft_vocab: int, today_ks: list[int]) -> dict:
+    paths = {
+        "today": GenerationConfig(max_new_tokens=max_new, decode_loop="transformers", cpu_kernels="default"),
+        "fast": GenerationConfig(max_new_tokens=max_new, decode_loop="specdraft", cpu_kernels="onednn",
+                                 draft_quant="int8", draft_vocab=draft_vocab),
+    }
+    engines = {n: HFEngine(target, draft, cfg, draft_data=draft_data) for n, cfg in paths.items()}
+    prompts = [engines["fast"].render(messages(prompts_cfg, "cot", q)) for q in questions]
+    for eng in engines.values():
+        eng.generate_one(prompts[0], speculative=True)  # warm-up
+    res: dict[str, Any] = {"target": str(target), "draft": str(draft), "prompts": len(prompts),
+                           "max_new_tokens": max_new, "draft_vocab": draft_vocab,
+                           "paths": {n: {k: v for k, v in dataclasses.asdict(c).items() if k != "vllm"}
+                                     for n, c in paths.items()}}
+
+    speed = plain_speed(engines, prompts)
+    plain_ids = speed.pop("plain_token_ids")
+    res["plain"] = speed
+    res["plain"]["fast_over_today_batch1"] = speed["fast"]["tok_s_batch1"] / speed["today"]["tok_s_batch1"]
+
+    # verify cost: a forward of k+1 new tokens, in one-token forwards of the same kernels
+    pid = engines["fast"].tokenizer(prompts[0], add_special_tokens=False)["input_ids"] + plain_ids["fast"][0][:40]
+    res["verify_cost"] = {}
+    for name, eng in engines.items():
+        t = {r: forward_ms(eng.model, pid, r) for r in range(1, 6)}
+        res["verify_cost"][name] = {"target_forward_ms": t, "cost_in_steps": {r: t[r] / t[1] for r in t}}
+
+    # draft cost ratio c for each way of cheapening the draft, against the target of the same kernels
+    def draft_variant(kernels: str, quant: str, vocab: int) -> Any:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(draft, dtype=torch.float32).eval()
+        return cheapen(model, engines["fast"].draft_subset if vocab else None, quant, kernels)
+
+    target_ms = {n: res["verify_cost"][n]["target_forward_ms"][1] for n in engines}
+    res["draft_cost"] = []
+    for kernels, quant, vocab in (("default", "none", 0), ("onednn", "none", 0), ("onednn", "int8", 0),
+                                  ("onednn", "none", draft_vocab), ("onednn", "int8", draft_vocab)):
+        model = draft_variant(kernels, quant, vocab)
+        d = forward_ms(model, pid, 1)
+        h = head_ms(model)
+        res["draft_cost"].append({"kernels": kernels, "quant": quant, "vocab": vocab or "full",
+                                  "draft_forward_ms": d, "head_ms": h, "head_share": h / d,
+                                  "cost_ratio_c": d / target_ms["today" if kernels == "default" else "fast"]})
+    res["draft_vocab_subset_size"] = len(engines["fast"].draft_subset or [])
+    res["draft_vocab_coverage"] = coverage(engines["fast"].draft_subset or [], plain_ids["fast"])
+
+    res["speculative"] = {"fast": [speculative(engines["fast"], prompts, k, None) for k in ks],
+                          "today": [speculative(engines["today"], prompts, k, None) for k in today_ks]}
     return res
 
 
-def print_table(res: dict, target: Path, draft: Path) -> None:
-    print(f"\ngeneration benchmark: target {target}, draft {draft}, {res['prompts']} prompts, "
+def print_table(res: dict) -> None:
+    p = res["plain"]
+    print(f"\ngeneration benchmark: target {res['target']}, draft {res['draft']}, {res['prompts']} prompts, "
           f"max_new_tokens {res['max_new_tokens']}, greedy, hf engine")
-    print(f"  plain tokens/s  batch 1: {res['tok_s_batch1']:.1f}   batch 8: {res['tok_s_batch8']:.1f}   "
-          f"ratio: {res['batch8_over_batch1']:.2f}x")
-    print(f"  cost ratio c (draft step / target step): {res['cost_ratio_c']:.3f}")
-    hdr = ("k", "accept", "alpha", "tok/round", "speedup", "predicted", "efficiency", "verify", "pred+v", "same")
+    for n in ("today", "fast"):
+        print(f"  {n:5s} plain tokens/s  batch 1: {p[n]['tok_s_batch1']:6.1f}   batch 8: {p[n]['tok_s_batch8']:6.1f}")
+    print(f"  fast / today at batch 1: {p['fast_over_today_batch1']:.2f}x; fast plain output == today's on "
+          f"{p['same_plain_outputs']['fast']}/{res['prompts']} prompts")
+    for n in ("today", "fast"):
+        v = res["verify_cost"][n]
+        print(f"  {n:5s} target forward ms for 1..5 new tokens: "
+              + " ".join(f"{v['target_forward_ms'][r]:.1f}" for r in range(1, 6))
+              + "   verify cost (steps): " + " ".join(f"{v['cost_in_steps'][r]:.2f}" for r in range(1, 6)))
+    print("  draft: kernels quant vocab  forward_ms head_ms head_share  c")
+    for d in res["draft_cost"]:
+        print(f"         {d['kernels']:7s} {d['quant']:5s} {d['vocab']!s:5s} {d['draft_forward_ms']:10.2f} "
+              f"{d['head_ms']:7.2f} {d['head_share']:10.2f} {d['cost_ratio_c']:.3f}")
+    print(f"  restricted head: {res['draft_vocab_subset_size']} tokens, coverage of the target's outputs "
+          f"{res['draft_vocab_coverage']:.3f}")
+    hdr = ("path", "k", "accept", "tok/round", "speedup", "pred(v=1)", "pred(v)", "efficiency", "verify", "c", "same")
     print("  " + " ".join(f"{h:>10}" for h in hdr))
-    for r in res["speculative"]:
-        vals = (r["k"], f"{r['acceptance_rate']:.3f}", f"{r['alpha']:.3f}", f"{r['mean_acceptance_length']:.2f}",
-                f"{r['speedup_measured']:.2f}x", f"{r['speedup_predicted']:.2f}x", f"{r['efficiency']:.2f}",
-                f"{r['verify_cost']:.2f}", f"{r['speedup_predicted_with_verify']:.2f}x", r["identical_outputs"])
-        print("  " + " ".join(f"{v:>10}" for v in vals))
-    best = max(res["speculative"], key=lambda r: r["speedup_measured"])
-    print(f"  best draft length k={best['k']}: efficiency {best['efficiency']:.2f} (measured / predicted); "
-          f"verify = one (k+1)-token target forward in plain decode steps (Leviathan assumes 1); "
-          f"pred+v = the prediction with that measured cost\n")
+    for n in ("today", "fast"):
+        for r in res["speculative"][n]:
+            vals = (n, r["k"], f"{r['acceptance_rate']:.3f}", f"{r['tokens_per_round']:.2f}",
+                    f"{r['speedup_measured']:.2f}x", f"{r['speedup_predicted']:.2f}x",
+                    f"{r['speedup_predicted_with_verify']:.2f}x", f"{r['efficiency']:.2f}",
+                    f"{r['verify_cost_in_loop']:.2f}", f"{r['cost_ratio_c_in_loop']:.3f}",
+                    f"{r['same_as_plain']}/{r['prompts']}")
+            print("  " + " ".join(f"{v!s:>10}" for v in vals))
+    print("  efficiency = measured / predicted with verify = 1 (Leviathan et al. 2023, Thm 3.8); verify and c "
+          "from the decoding loop's own timers\n")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", default="models/base/target")
-    p.add_argument("--draft", default=None, help="default: a trained draft if one exists, else models/base/draft")
-    p.add_argument("--data", default="data/prepared/gsm8k/test.jsonl")
+    p.add_argument("--scenario", default="gsm8k")
+    p.add_argument("--style", default="cot")
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--ks", default="2,4,8")
+    p.add_argument("--ks", default="2,3,4")
+    p.add_argument("--today-ks", default="2")
     p.add_argument("--json", default=None, help="also write the figures here")
     a = p.parse_args()
     params = load_params()
     apply_runtime(section(RuntimeConfig, "runtime", params))
     prompts_cfg = section(PromptsConfig, "prompts", params)
-    draft = Path(a.draft) if a.draft else next(
-        (d for d in sorted(Path("models/draft").glob("gsm8k-cot*")) if (d / "config.json").exists()),
-        Path("models/base/draft"))
-    questions = [r["question"] for r in read_jsonl(a.data, ["question"])][: a.prompts]
-    res = run(Path(a.target), draft, questions, prompts_cfg, a.max_new_tokens, [int(k) for k in a.ks.split(",")])
-    print_table(res, Path(a.target), draft)
+    gen = section(GenerationConfig, "generation", params)
+    name = f"{a.scenario}-{a.style}"
+    trained = Path("models/draft") / name
+    # the pipeline's trained pair when it exists, else the base models
+    target, draft = ((Path("models/target") / name, trained) if (trained / "config.json").exists()
+                     else (Path("models/base/target"), Path("models/base/draft")))
+    distilled = Path("data/distilled") / f"{name}.jsonl"
+    src = (read_jsonl(distilled, ["question", "response"]) if distilled.exists() else
+           [{"question": r["question"], "response": r["answer"]}
+            for r in read_jsonl(Path("data/prepared") / a.scenario / "train.jsonl", ["question", "answer"])])
+    questions = [r["question"] for r in read_jsonl(Path("data/prepared") / a.scenario / "test.jsonl", ["question"])]
+    res = run(target, draft, questions[: a.prompts], ([r["response"] for r in src], [r["question"] for r in src]),
+              prompts_cfg, a.max_new_tokens, [int(k) for k in a.ks.split(",")], gen.draft_vocab or 2048,
+              [int(k) for k in a.today_ks.split(",")])
+    print_table(res)
     if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2))
+        from specdraft.io import write_json
+
+        write_json(a.json, res)
 
 
 if __name__ == "__main__":

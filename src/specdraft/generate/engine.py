@@ -45,10 +45,37 @@ class GenerationConfig:
     batch_size: int = 8
     num_speculative_tokens: int = 2
     dtype: str = "float32"
+    # hf engine, batch-1 decoding: `specdraft` (specdraft.generate.greedy, plain and
+    # speculative in one lean loop) or `transformers` (model.generate / assisted generation).
+    decode_loop: str = "specdraft"
+    # hf engine on a CPU: `onednn` packs fp32 linear weights once for oneDNN
+    # (specdraft.generate.cpu_kernels); `default` is torch's own path. Ignored on a GPU.
+    cpu_kernels: str = "default"
+    # The draft only (specdraft.generate.draft): dynamic int8 weights (CPU), and a head over
+    # the draft_vocab most frequent tokens of its training data (0: the full vocabulary).
+    draft_quant: str = "none"
+    draft_vocab: int = 0
     vllm: VLLMSettings = dataclasses.field(default_factory=VLLMSettings)
+
+    def __post_init__(self) -> None:
+        from specdraft.generate.cpu_kernels import KERNELS
+        from specdraft.generate.draft import QUANT
+
+        for key, value, valid in (("engine", self.engine, ENGINES), ("decode_loop", self.decode_loop, LOOPS),
+                                  ("cpu_kernels", self.cpu_kernels, KERNELS), ("draft_quant", self.draft_quant, QUANT)):
+            if value not in valid:
+                raise InputError(f"params.yaml: generation.{key}: {value!r} unknown; valid: {list(valid)}")
+        for key in ("max_new_tokens", "batch_size"):
+            if getattr(self, key) < 1:
+                raise InputError(f"params.yaml: generation.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.num_speculative_tokens < 1 or self.draft_vocab < 0:
+            raise InputError("params.yaml: generation.num_speculative_tokens must be >= 1 and "
+                             f"generation.draft_vocab >= 0 (0: full vocabulary), got {self.num_speculative_tokens} "
+                             f"and {self.draft_vocab}")
 
 
 ENGINES = ("hf", "vllm")
+LOOPS = ("specdraft", "transformers")
 
 
 @dataclasses.dataclass
@@ -114,7 +141,9 @@ class HFEngine:
     name = "hf"
 
     def __init__(self, target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig,
-                 device: str | None = None):
+                 device: str | None = None, draft_data: tuple[Sequence[str], Sequence[str]] | None = None):
+        """`draft_data`: (answers, questions) the draft was trained on; with
+        generation.draft_vocab > 0 its head keeps the most frequent tokens of these."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -125,21 +154,43 @@ class HFEngine:
                 raise InputError(f"model folder {d} not found (no config.json): run the stage that builds it")
         self.cfg = cfg
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.cpu_kernels = cfg.cpu_kernels if self.device == "cpu" else "default"
         dt = torch_dtype(cfg.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(target_dir, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=dt).to(self.device).eval()
         self.eos = eos_ids(self.model, self.tokenizer)
+        self.vocab_size = self.model.get_output_embeddings().out_features
+        if self.cpu_kernels == "onednn":
+            from specdraft.generate.cpu_kernels import pack_linears
+
+            pack_linears(self.model)
         self.draft = None
+        self.draft_subset: list[int] | None = None  # token ids the draft may propose (None: all)
         if draft_dir is not None:
             check_tokenizers(self.tokenizer, AutoTokenizer.from_pretrained(draft_dir))
-            self.draft = AutoModelForCausalLM.from_pretrained(draft_dir, dtype=dt).to(self.device).eval()
+            draft = AutoModelForCausalLM.from_pretrained(draft_dir, dtype=dt).to(self.device).eval()
+            self.draft = self._cheapen_draft(draft, draft_data)
             gc = self.draft.generation_config
             gc.num_assistant_tokens = cfg.num_speculative_tokens
             gc.num_assistant_tokens_schedule = "constant"  # a fixed draft length
             gc.assistant_confidence_threshold = 0.0  # never stop drafting early
         self._torch = torch
+
+    def _cheapen_draft(self, draft: Any, draft_data: tuple[Sequence[str], Sequence[str]] | None) -> Any:
+        """Restricted head, int8 weights, packed kernels, as generation.* asks (see
+        specdraft.generate.draft); the target is never changed by these."""
+        from specdraft.generate import draft as d
+
+        if self.cfg.draft_vocab:
+            if draft_data is None:
+                raise InputError("generation.draft_vocab > 0 needs the draft's training data (distilled answers)")
+            ranking = d.token_ranking(self.tokenizer, *draft_data)
+            self.draft_subset = d.vocab_subset(self.tokenizer, ranking, self.cfg.draft_vocab, self.vocab_size)
+        if self.cfg.draft_quant == "int8" and self.device != "cpu":
+            raise InputError("generation.draft_quant: int8 is a CPU path (torch dynamic quantisation); use none")
+        return d.cheapen(draft, self.draft_subset, self.cfg.draft_quant, self.cpu_kernels)
 
     # ------------------------------------------------------------------ helpers
     def render(self, msgs: list[dict[str, str]]) -> str:
@@ -188,6 +239,8 @@ class HFEngine:
         if speculative and self.draft is None:
             raise InputError("speculative decoding needs a draft model")
         enc = self.tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(self.device)
+        if self.cfg.decode_loop == "specdraft":
+            return self._generate_lean(enc["input_ids"][0].tolist(), speculative)
         kw = self._gen_kwargs()
         counters = []
         if speculative:
@@ -213,10 +266,25 @@ class HFEngine:
             res.accepted = max(0, min(proposed, res.output_tokens - rounds))
         return res
 
+    def _generate_lean(self, prompt_ids: list[int], speculative: bool) -> GenOutput:
+        from specdraft.generate.greedy import decode
 
-def make_engine(target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig) -> Any:
+        self._sync()
+        t = time.perf_counter()
+        d = decode(self.model, prompt_ids, self.cfg.max_new_tokens, self.eos,
+                   self.draft if speculative else None, self.cfg.num_speculative_tokens)
+        self._sync()
+        res = self._finish(d.token_ids, len(prompt_ids), time.perf_counter() - t)
+        if speculative:
+            res.rounds, res.proposed, res.accepted = d.rounds, d.proposed, d.accepted
+            res.draft_forward_s, res.target_forward_s = d.draft_s, d.target_s
+        return res
+
+
+def make_engine(target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig,
+                draft_data: tuple[Sequence[str], Sequence[str]] | None = None) -> Any:
     if cfg.engine == "hf":
-        return HFEngine(target_dir, draft_dir, cfg)
+        return HFEngine(target_dir, draft_dir, cfg, draft_data=draft_data)
     if cfg.engine == "vllm":
         from specdraft.generate.vllm_engine import VLLMEngine
 

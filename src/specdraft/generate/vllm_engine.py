@@ -34,7 +34,14 @@ class VLLMEngine:
     def __init__(self, target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig):
         from vllm import LLM
 
+        from specdraft.io import InputError
+
+        if draft_dir is not None and (cfg.draft_vocab or cfg.draft_quant != "none"):
+            # vLLM's draft_model method loads the draft as saved, with its full head.
+            raise InputError("generation.draft_vocab / draft_quant are hf-engine options; with engine: vllm set "
+                             "draft_vocab: 0 and draft_quant: none")
         self.cfg = cfg
+        self.draft_subset = None
         spec = None
         if draft_dir is not None:
             # LoRA is not supported on the draft: drafts are saved merged.

@@ -40,13 +40,15 @@ def _f(x: Any, fmt: str = "{:.2f}") -> str:
 
 def table(ev: dict[str, Any]) -> list[str]:
     lines = ["| config | accuracy [95% CI] | mean tokens | latency p50 (s) | tokens/s | acceptance | "
-             "tokens/round | speedup [95% CI] | efficiency |", "|---|---|---|---|---|---|---|---|---|"]
+             "tokens/round | speedup [95% CI] | efficiency | draft c | verify cost |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in _configs(ev):
         m = ev[c]
         lines.append(f"| {c} | {m['accuracy']:.3f}{_ci(m['accuracy_ci95'])} | {m['mean_output_tokens']:.1f} | "
                      f"{m['latency_p50_s']:.2f} | {m['tokens_per_s']:.1f} | {_f(m.get('acceptance_rate'), '{:.3f}')} | "
                      f"{_f(m.get('mean_acceptance_length'))} | "
-                     f"{_f(m.get('speedup'))}{_ci(m.get('speedup_ci95'))} | {_f(m.get('efficiency'))} |")
+                     f"{_f(m.get('speedup'))}{_ci(m.get('speedup_ci95'))} | {_f(m.get('efficiency'))} | "
+                     f"{_f(m.get('cost_ratio_c'), '{:.3f}')} | {_f(m.get('verify_cost'))} |")
     return lines
 
 
@@ -76,7 +78,11 @@ def hypotheses(evals: dict[str, dict[str, Any]]) -> list[str]:
                 continue
             u = ev.get(f"{c}_untrained")
             parts.append(f"{c}: speedup {m['speedup']:.2f}x{_ci(m['speedup_ci95'])} (predicted "
-                         f"{m['predicted_speedup']:.2f}x, efficiency {m['efficiency']:.2f}), acceptance "
+                         f"{m['predicted_speedup']:.2f}x, efficiency {m['efficiency']:.2f}; draft cost c "
+                         f"{m['cost_ratio_c']:.3f}, verify cost {_f(m.get('verify_cost'))} decode steps"
+                         + (f", draft vocabulary coverage {m['draft_vocab_coverage']:.3f}"
+                            if m.get("draft_vocab_coverage") is not None and m.get("draft_vocab") else "")
+                         + "), acceptance "
                          f"{m['acceptance_rate']:.3f}" + (f" vs {u['acceptance_rate']:.3f} with the untrained draft"
                                                           if u else "") +
                          f"; {m['diverging_outputs']} of {m['n']} outputs differ from plain greedy.")
@@ -113,9 +119,17 @@ def caveats(evals: dict[str, dict[str, Any]], profile: str, engine: str) -> list
                 out.append(f"{sc}/{c}: {weak / m['n']:.0%} of answers were found only by the last-number fallback "
                            f"or not at all.")
     if profile == "local" or engine == "hf":
-        out.append("Timings come from a CPU run of a 135M-parameter target with a self-draft (local profile): "
-                   "they show the mechanics, acceptance and the gain from distillation, not GPU speedups. "
-                   "On this CPU the verify forward and the draft's 49k-token head cost more than drafting saves.")
+        spec = [ev[c] for ev in evals.values() for c in _configs(ev) if ev[c].get("num_speculative_tokens")]
+        how = ""
+        if spec:
+            m = spec[0]
+            how = (f" Decoding: {m.get('decode_loop', 'transformers')} loop, {m.get('cpu_kernels', 'default')} "
+                   f"kernels, draft weights {m.get('draft_quant', 'none')}, draft head over "
+                   + (f"{m['draft_vocab']} tokens" if m.get("draft_vocab") else "the full vocabulary") + ".")
+        out.append("Timings come from a CPU run of a 135M-parameter target with a 2-layer self-draft (local "
+                   "profile), one request at a time; speedups are speculative vs plain decoding of the same "
+                   "engine on the same prompts, alternating per prompt. They say nothing about GPU speedups "
+                   "of the paper-scale models." + how)
     return sorted(set(out), key=out.index)
 
 

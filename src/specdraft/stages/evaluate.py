@@ -54,11 +54,17 @@ def main(args: argparse.Namespace) -> None:
         name = config_name(style, args.variant)
         target, draft = resolve_models(args.scenario, style, cfg.variants[args.variant])
     rows = read_jsonl(Path("data/prepared") / args.scenario / "test.jsonl", ["id", "question", "answer"])
-    fp = fingerprint([model_fingerprint(target, draft), gen, prompts, style])
+    draft_data = None
+    if draft is not None and gen.draft_vocab:  # the restricted head ranks the draft's training tokens
+        distilled = read_jsonl(Path("data/distilled") / f"{args.scenario}-{style}.jsonl", ["question", "response"])
+        draft_data = ([r["response"] for r in distilled], [r["question"] for r in distilled])
+    fp = fingerprint([model_fingerprint(target, draft), gen, prompts, style, draft_data])
     resume = Resumable(PARTIAL / "eval" / args.scenario / f"{name}.jsonl", fp)
-    preds = run_config(target, draft, rows, style, prompts, gen, resume)
+    preds = run_config(target, draft, rows, style, prompts, gen, resume, draft_data)
     m = {"config": name, "style": style, "target": str(target), "draft": str(draft) if draft else None,
-         "engine": gen.engine, "max_new_tokens": gen.max_new_tokens,
+         "engine": gen.engine, "max_new_tokens": gen.max_new_tokens, "decode_loop": gen.decode_loop,
+         "cpu_kernels": gen.cpu_kernels, **({"draft_quant": gen.draft_quant, "draft_vocab": gen.draft_vocab}
+                                            if draft else {}),
          **metrics(preds, gen.num_speculative_tokens if draft else None, cfg.seed)}
     if draft is not None:
         if cfg.throughput and gen.engine == "vllm":

@@ -1,0 +1,80 @@
+"""fp32 linear layers through oneDNN with weights packed once (the CPU fast path).
+
+Why: batch-1 decoding is memory-bound, so verifying k+1 tokens should cost about one
+decode step. torch's default fp32 linear goes through MKL sgemm, which on this project's
+CPUs (AMD EPYC, AVX-512, no AMX) is compute-bound at 1-8 rows: a 3-token forward of the
+135M target costs ~2 one-token steps (`make bench-generate` measures it). oneDNN, also
+inside torch, stays flat as rows grow when its weight is reordered ("packed") once into
+its blocked layout instead of at every call.
+
+The only way to reach that from Python without `torch.compile` (80-140 s of compilation
+per input shape on this CPU) is the pair of mkldnn ops that inductor's own CPU freezing
+pass emits: `mkldnn._reorder_linear_weight` and `mkldnn._linear_pointwise`. They are not
+a public API, so they live here and nowhere else; `check_available` raises a clear error
+when a torch release drops them, and tests/test_cpu_fast.py fails loudly in that case.
+
+Numerics: still fp32 with the same inputs, only summed in another order, so results
+differ from the default path in the last bits; greedy speculative output stays equal to
+greedy plain output of the same kernels (tests check every combination).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+KERNELS = ("default", "onednn")
+
+
+def check_available() -> None:
+    """Raise when this torch build cannot run the oneDNN path (no mkldnn, or the ops moved)."""
+    import torch
+
+    from specdraft.io import InputError
+
+    missing = [op for op in ("_reorder_linear_weight", "_linear_pointwise")
+               if not hasattr(torch.ops.mkldnn, op)]
+    if not torch.backends.mkldnn.is_available() or missing:
+        raise InputError(f"generation.cpu_kernels: 'onednn' needs torch built with oneDNN and the ops "
+                         f"torch.ops.mkldnn.{{_reorder_linear_weight,_linear_pointwise}} (missing: {missing}, "
+                         f"torch {torch.__version__}); use cpu_kernels: default")
+
+
+def _packed_linear_class():
+    import torch
+
+    class PackedLinear(torch.nn.Module):
+        """nn.Linear with its fp32 weight packed once for oneDNN (inference only)."""
+
+        def __init__(self, linear: torch.nn.Linear):
+            super().__init__()
+            w = linear.weight.detach().float().contiguous()
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            # No batch-size hint: a hint of 1 makes 3-row inputs ~2x slower (measured).
+            self.register_buffer("packed_weight", torch.ops.mkldnn._reorder_linear_weight(w), persistent=False)
+            bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
+            self.register_buffer("bias", bias, persistent=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+
+        def extra_repr(self) -> str:
+            return f"in_features={self.in_features}, out_features={self.out_features}, onednn packed"
+
+    return PackedLinear
+
+
+def pack_linears(model: Any) -> int:
+    """Replace every fp32 nn.Linear in `model` (a CPU module) by a packed oneDNN linear, in
+    place; returns how many were replaced. Tied weights are packed as separate copies."""
+    import torch
+
+    check_available()
+    cls = _packed_linear_class()
+    n = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear and child.weight.dtype == torch.float32 \
+                    and child.weight.device.type == "cpu":
+                setattr(parent, name, cls(child))
+                n += 1
+    return n
