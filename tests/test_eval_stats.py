@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from specdraft.evaluate.compare import compare
-from specdraft.evaluate.run import first_divergence, metrics
+from specdraft.evaluate.run import check_divergence, first_divergence, plain_metrics, speculative_metrics
 from specdraft.evaluate.stats import mcnemar_exact, median_ci, paired_accuracy_diff, paired_ratio, wilson
 from specdraft.io import InputError
 
@@ -51,20 +51,51 @@ def test_first_divergence():
 
 def _pred(i, correct, toks, **kw):
     return {"id": f"q{i}", "correct": correct, "output_tokens": toks, "extraction_path": "hash",
-            "truncated": False, "latency_s": toks / 10, **kw}
+            "truncated": False, **kw}
 
 
-def test_metrics_speculative_fields():
-    preds = [_pred(i, i % 2 == 0, 20, rounds=10, proposed=20, accepted=10, draft_forward_s=0.4,
-                   plain_latency_s=2.0, plain_output_tokens=20, same_as_plain=True, first_divergence=None,
-                   diverging_tokens=None) for i in range(4)]
-    m = metrics(preds, k=2)
-    assert m["accuracy"] == 0.5 and m["acceptance_rate"] == 0.5 and m["mean_acceptance_length"] == 2.0
-    assert m["speedup"] == pytest.approx(1.0)  # 2.0 s plain / 2.0 s speculative
-    # c = (0.4 s / 20 drafts) / (2.0 s / 20 tokens) = 0.2
-    assert m["cost_ratio_c"] == pytest.approx(0.2)
+def _spec(i, timed, **kw):
+    """A speculative row: simulated counts on every question, engine counts when timed."""
+    row = _pred(i, i % 2 == 0, 20, sim_rounds=10, sim_proposed=20, sim_accepted=10, plain_output_tokens=20,
+                plain_tokens_in_draft_vocab=18, timed=timed)
+    if timed:
+        row.update(latency_s=1.0, rounds=10, proposed=20, accepted=10, draft_forward_s=0.4, target_forward_s=1.1,
+                   plain_latency_s=2.0, plain_timed_output_tokens=20, same_as_plain=True, first_divergence=None,
+                   diverging_tokens=None, simulation_matches_engine=True)
+    return {**row, **kw}
+
+
+def test_speculative_metrics_simulated_on_all_timed_on_some():
+    preds = [_spec(i, timed=i < 2) for i in range(6)]
+    m = speculative_metrics(preds, k=2)
+    assert m["n"] == 6 and m["timed_n"] == 2 and m["accuracy"] == 0.5
+    # acceptance from the simulation over all 6 questions: 60 of 120 proposed
+    assert m["acceptance_rate"] == 0.5 and m["mean_acceptance_length"] == 2.0
+    assert m["draft_vocab_coverage"] == pytest.approx(0.9)
+    assert m["speedup"] == pytest.approx(2.0)  # 2.0 s plain / 1.0 s speculative on the timed ones
+    # c = (0.4 s / 20 drafts) / (2.0 s / 20 tokens) = 0.2; verify = (1.1 s / 10 rounds) / 0.1 s = 1.1
+    assert m["cost_ratio_c"] == pytest.approx(0.2) and m["verify_cost"] == pytest.approx(1.1)
     assert m["efficiency"] == pytest.approx(m["speedup"] / m["predicted_speedup"])
-    assert m["diverging_outputs"] == 0
+    assert m["diverging_outputs"] == 0 and m["simulation_matches_engine"] == 2
+
+
+def test_plain_metrics_time_only_timed_questions():
+    preds = [_pred(i, i < 3, 10, latency_s=(1.0 if i < 2 else None), batched_equals_batch1=(True if i < 2 else None))
+             for i in range(4)]
+    m = plain_metrics(preds)
+    assert m["accuracy"] == 0.75 and m["timed_n"] == 2 and m["tokens_per_s"] == pytest.approx(10.0)
+    assert m["latency_p50_s"] == pytest.approx(1.0) and m["batched_equals_batch1"] == 2
+    untimed = plain_metrics([_pred(0, True, 10, latency_s=None)])
+    assert untimed["latency_p50_s"] is None and untimed["tokens_per_s"] is None
+
+
+def test_divergence_above_the_limit_fails_naming_the_questions():
+    preds = [_spec(i, timed=True, same_as_plain=(i != 0), first_divergence=(3 if i == 0 else None),
+                   diverging_tokens=(["a", "b"] if i == 0 else None)) for i in range(4)]
+    m = speculative_metrics(preds, k=2)
+    assert m["diverging_outputs"] == 1 and m["diverging"][0]["id"] == "q0"
+    with pytest.raises(InputError, match=r"gsm8k/cot_sd: 1 of 4 speculative outputs differ"):
+        check_divergence(m, 0.01, "gsm8k/cot_sd")
 
 
 def test_compare_requires_same_questions():

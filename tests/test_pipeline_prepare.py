@@ -53,7 +53,7 @@ def test_dry_run_paper_profile_composes(tmp_path):
     repo = clone_worktree(tmp_path / "repo")
     out = _dvc(repo, "exp", "run", "--dry", "--force", "-S", "profile=paper").stdout
     for stage in ("prepare@gsm8k", "cot@math_intalg_l34", "base_models", "train_target@gsm8k-cod",
-                  "distill@math_algebra_l12-cot", "train_draft@gsm8k-cot", "evaluate_sd@gsm8k-cod-sd_untrained",
+                  "distill@math_algebra_l12-cot", "train_draft@gsm8k-cot", "evaluate@gsm8k-cod", "evaluate_base@gsm8k",
                   "compare@gsm8k", "analyze", "report"):
         assert f"Running stage '{stage}'" in out, stage
     # composed from the paper profile: the launcher param reaches the training command

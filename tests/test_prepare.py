@@ -61,9 +61,9 @@ def test_pool_with_test_split_excludes_drawn_test_rows_and_records_shortfall(roo
     sc = _sc(scenarios, "math_intalg_l34")
     assert sc.pool_splits == ["train", "test"]
     out = prepare("math_intalg_l34", sc, data, PrepareConfig(n_train=1000, n_test=10, seed=0))
-    # 48 train + 24 test rows of IA L3-4 in the sample; 10 go to test.
-    assert out.stats["pool_size"] == 48 + 24 - 10
-    assert len(out.train) == 62 and out.stats["shortfall"] == 1000 - 62
+    # 56 train + 48 test rows of IA L3-4 in the sample; 10 go to test.
+    assert out.stats["pool_size"] == 56 + 48 - 10
+    assert len(out.train) == 94 and out.stats["shortfall"] == 1000 - 94
     assert not {r["id"] for r in out.train} & {r["id"] for r in out.test}
 
 

@@ -17,7 +17,8 @@ def _sd(acc, toks):
     return _m(acc, toks, acceptance_rate=0.25, mean_acceptance_length=1.5, speedup=0.6, speedup_ci95=[0.5, 0.7],
               predicted_speedup=0.8, efficiency=0.75, diverging_outputs=0, num_speculative_tokens=2,
               cost_ratio_c=0.03, verify_cost=1.05, draft_vocab=2048, draft_vocab_coverage=0.97,
-              decode_loop="specdraft", cpu_kernels="onednn", draft_quant="int8")
+              decode_loop="specdraft", cpu_kernels="onednn", draft_quant="int8", timed_n=4,
+              acceptance_source="simulated on every question", simulation_matches_engine=4)
 
 
 def _cmp(d, ratio, p):
@@ -45,11 +46,14 @@ def test_hypotheses_and_caveats_state_the_figures():
     text = "\n".join(hypotheses(EV))
     assert "cot vs base: accuracy +0.500" in text and "p=0.250 (not significant" in text
     assert "CoD uses 0.50x the tokens of CoT" in text
-    assert "speedup 0.60x [0.50, 0.70]" in text and "0 of 6 outputs differ" in text
+    assert "speedup 0.60x [0.50, 0.70] on 4 timed questions" in text
+    assert "acceptance (simulated exactly on all 6 questions) 0.250" in text
+    assert "0 of 4 timed outputs differ from plain greedy, the simulation matched the engine's counts on 4 of 4" in text
     assert "draft cost c 0.030, verify cost 1.05 decode steps, draft vocabulary coverage 0.970" in text
     cav = caveats(EV, "local", "hf")
     assert any("n=6" in c for c in cav) and any("50% of outputs hit max_new_tokens" in c for c in cav)
     assert any("CPU" in c and "onednn kernels, draft weights int8, draft head over 2048 tokens" in c for c in cav)
+    assert any("simulated exactly on all 6 questions" in c and "timed on 4 questions" in c for c in cav)
 
 
 def test_summary_header(tmp_path):

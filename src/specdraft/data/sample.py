@@ -94,123 +94,8 @@ def _g_mul_add(r: random.Random) -> tuple[str, str]:
     return q, a_
 
 
-def _g_bakery(r: random.Random) -> tuple[str, str]:
-    name = r.choice(NAMES)
-    trays, per, sold = r.randint(3, 9), r.randint(6, 15), 0
-    total = trays * per
-    sold = r.randint(5, total - 5)
-    left = total - sold
-    q = (f"{name} bakes {trays} trays of muffins with {per} muffins on each tray. "
-         f"{name} sells {sold} muffins at the market. How many muffins are left?")
-    a = (f"{name} bakes {trays} * {per} = <<{trays}*{per}={total}>>{total} muffins.\n"
-         f"After selling {sold}, there are {total} - {sold} = <<{total}-{sold}={left}>>{left} muffins left.\n"
-         f"#### {left}")
-    return q, a
-
-
-def _g_wage(r: random.Random) -> tuple[str, str]:
-    name = r.choice(NAMES)
-    wage, hours, weeks = r.randint(9, 25), r.randint(4, 20), r.randint(2, 6)
-    week = wage * hours
-    total = week * weeks
-    q = (f"{name} earns ${wage} an hour tutoring and tutors {hours} hours every week. "
-         f"How much money does {name} earn in {weeks} weeks?")
-    a = (f"Each week {name} earns {wage} * {hours} = $<<{wage}*{hours}={week}>>{week}.\n"
-         f"In {weeks} weeks {name} earns {week} * {weeks} = $<<{week}*{weeks}={total}>>{total}.\n"
-         f"#### {total}")
-    return q, a
-
-
-def _g_change(r: random.Random) -> tuple[str, str]:
-    name = r.choice(NAMES)
-    n, price, pen = r.randint(2, 8), r.randint(2, 7), r.randint(1, 5)
-    books = n * price
-    cost = books + pen
-    bill = 50 if cost < 50 else 100
-    change = bill - cost
-    q = (f"{name} buys {n} notebooks that cost ${price} each and one pen for ${pen}. "
-         f"{name} pays with a ${bill} bill. How much change does {name} get?")
-    a = (f"The notebooks cost {n} * {price} = $<<{n}*{price}={books}>>{books}.\n"
-         f"Together with the pen that is {books} + {pen} = $<<{books}+{pen}={cost}>>{cost}.\n"
-         f"The change is {bill} - {cost} = $<<{bill}-{cost}={change}>>{change}.\n"
-         f"#### {change}")
-    return q, a
-
-
-def _g_share(r: random.Random) -> tuple[str, str]:
-    name = r.choice(NAMES)
-    friends = r.randint(3, 8)
-    each0 = r.randint(6, 15)
-    total = friends * each0
-    gift = r.randint(1, each0 - 2)
-    left = each0 - gift
-    q = (f"{name} shares {total} stickers equally among {friends} friends. "
-         f"Each friend then gives {gift} stickers to a younger sibling. "
-         f"How many stickers does each friend have now?")
-    a = (f"Each friend gets {total} / {friends} = <<{total}/{friends}={each0}>>{each0} stickers.\n"
-         f"After giving some away, each has {each0} - {gift} = <<{each0}-{gift}={left}>>{left} stickers.\n"
-         f"#### {left}")
-    return q, a
-
-
-def _g_trip(r: random.Random) -> tuple[str, str]:
-    speed, hours, extra = r.randint(30, 70), r.randint(2, 6), r.randint(10, 90)
-    first = speed * hours
-    total = first + extra
-    q = (f"A bus drives at {speed} miles per hour for {hours} hours, "
-         f"then drives another {extra} miles on a country road. How many miles does the bus drive in all?")
-    a = (f"In {hours} hours the bus drives {speed} * {hours} = <<{speed}*{hours}={first}>>{first} miles.\n"
-         f"In all it drives {first} + {extra} = <<{first}+{extra}={total}>>{total} miles.\n"
-         f"#### {total}")
-    return q, a
-
-
-def _g_sale(r: random.Random) -> tuple[str, str]:
-    price = 20 * r.randint(2, 12)
-    pct = r.choice([10, 15, 20, 25, 30, 40, 50])
-    off = price * pct // 100
-    final = price - off
-    q = (f"A jacket costs ${price}. The store takes {pct}% off the price during a sale. "
-         f"How much does the jacket cost during the sale?")
-    a = (f"The discount is {price} * {pct} / 100 = $<<{price}*{pct}/100={off}>>{off}.\n"
-         f"The sale price is {price} - {off} = $<<{price}-{off}={final}>>{final}.\n"
-         f"#### {final}")
-    return q, a
-
-
-def _g_ages(r: random.Random) -> tuple[str, str]:
-    name = r.choice(NAMES)
-    age, k, years = r.randint(4, 12), r.randint(2, 4), r.randint(2, 10)
-    parent = age * k
-    later = age + years + parent + years
-    q = (f"{name} is {age} years old. {name}'s aunt is {k} times as old as {name}. "
-         f"What will the sum of their ages be in {years} years?")
-    a = (f"The aunt is {age} * {k} = <<{age}*{k}={parent}>>{parent} years old.\n"
-         f"In {years} years {name} will be {age} + {years} = <<{age}+{years}={age + years}>>{age + years}.\n"
-         f"The aunt will be {parent} + {years} = <<{parent}+{years}={parent + years}>>{parent + years}.\n"
-         f"The sum is {age + years} + {parent + years} = <<{age + years}+{parent + years}={later}>>{later}.\n"
-         f"#### {later}")
-    return q, a
-
-
-def _g_garden(r: random.Random) -> tuple[str, str]:
-    name = r.choice(NAMES)
-    rows, per, eaten = r.randint(3, 12), r.randint(4, 10), r.randint(2, 9)
-    plants = rows * per
-    left = plants - eaten
-    tomatoes = 3 * left
-    q = (f"{name} plants {rows} rows of tomato plants with {per} plants in each row. "
-         f"Rabbits eat {eaten} of the plants. Each remaining plant gives 3 tomatoes. "
-         f"How many tomatoes does {name} pick?")
-    a = (f"{name} plants {rows} * {per} = <<{rows}*{per}={plants}>>{plants} plants.\n"
-         f"{plants} - {eaten} = <<{plants}-{eaten}={left}>>{left} plants remain.\n"
-         f"They give {left} * 3 = <<{left}*3={tomatoes}>>{tomatoes} tomatoes.\n"
-         f"#### {tomatoes}")
-    return q, a
-
-
 GSM8K_TEMPLATES: list[Callable[[random.Random], tuple[str, str]]] = [
-    _g_bakery, _g_wage, _g_change, _g_share, _g_trip, _g_sale, _g_ages, _g_garden]
+    _g_add, _g_sub, _g_mul, _g_div, _g_add_sub, _g_mul_add]
 
 
 # -------------------------------------------------------------------------- MATH-style
@@ -335,8 +220,9 @@ def _m_abs_sum(r: random.Random) -> tuple[str, str, str]:
 # (type, level) -> templates. The scenarios select Algebra 1-2 and Intermediate Algebra 3-4;
 # the other (type, level) pairs are there so that the filters have something to reject.
 MATH_TEMPLATES: dict[tuple[str, str], list[Callable[[random.Random], tuple[str, str, str]]]] = {
-    ("Algebra", "Level 1"): [_m_linear, _m_simplify],
-    ("Algebra", "Level 2"): [_m_evaluate, _m_slope],
+    ("Algebra", "Level 1"): [_m_add_eq, _m_mul_eq],
+    ("Algebra", "Level 2"): [_m_eval_linear, _m_linear],
+    ("Algebra", "Level 3"): [_m_simplify, _m_evaluate, _m_slope],
     ("Intermediate Algebra", "Level 3"): [_m_vieta_squares, _m_series],
     ("Intermediate Algebra", "Level 4"): [_m_remainder, _m_recurrence],
     ("Algebra", "Level 4"): [_m_abs_sum],
@@ -344,15 +230,16 @@ MATH_TEMPLATES: dict[tuple[str, str], list[Callable[[random.Random], tuple[str, 
     ("Intermediate Algebra", "Level 1"): [_m_abs_sum],
 }
 
-# How many problems per (split, type, level); >= 40 per scenario across both splits.
-MATH_COUNTS = {"train": {("Algebra", "Level 1"): 24, ("Algebra", "Level 2"): 24,
-                         ("Intermediate Algebra", "Level 3"): 24, ("Intermediate Algebra", "Level 4"): 24,
-                         ("Algebra", "Level 4"): 4, ("Prealgebra", "Level 1"): 4,
-                         ("Intermediate Algebra", "Level 1"): 4},
-               "test": {("Algebra", "Level 1"): 12, ("Algebra", "Level 2"): 12,
-                        ("Intermediate Algebra", "Level 3"): 12, ("Intermediate Algebra", "Level 4"): 12,
-                        ("Algebra", "Level 4"): 2, ("Prealgebra", "Level 1"): 2}}
-GSM8K_COUNTS = {"train": 48, "test": 24}
+# How many problems per (split, type, level): the local profile draws 48 training and 40
+# test questions per scenario (>= 40 test rows in each test split).
+MATH_COUNTS = {"train": {("Algebra", "Level 1"): 28, ("Algebra", "Level 2"): 28,
+                         ("Intermediate Algebra", "Level 3"): 28, ("Intermediate Algebra", "Level 4"): 28,
+                         ("Algebra", "Level 3"): 3, ("Algebra", "Level 4"): 3, ("Prealgebra", "Level 1"): 3,
+                         ("Intermediate Algebra", "Level 1"): 3},
+               "test": {("Algebra", "Level 1"): 24, ("Algebra", "Level 2"): 24,
+                        ("Intermediate Algebra", "Level 3"): 24, ("Intermediate Algebra", "Level 4"): 24,
+                        ("Algebra", "Level 3"): 2, ("Algebra", "Level 4"): 2, ("Prealgebra", "Level 1"): 2}}
+GSM8K_COUNTS = {"train": 60, "test": 48}
 
 
 def generate(seed: int = 2026) -> dict[str, dict[str, list[Row]]]:

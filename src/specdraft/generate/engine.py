@@ -140,17 +140,20 @@ class HFEngine:
 
     name = "hf"
 
-    def __init__(self, target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig,
-                 device: str | None = None, draft_data: tuple[Sequence[str], Sequence[str]] | None = None):
-        """`draft_data`: (answers, questions) the draft was trained on; with
-        generation.draft_vocab > 0 its head keeps the most frequent tokens of these."""
+    def __init__(self, target_dir: str | Path, draft_dir: str | Path | dict[str, Path] | None,
+                 cfg: GenerationConfig, device: str | None = None,
+                 draft_data: tuple[Sequence[str], Sequence[str]] | None = None):
+        """`draft_dir`: one draft folder, or {name: folder} for several (each request picks
+        one). `draft_data`: (answers, questions) the drafts were trained on; with
+        generation.draft_vocab > 0 their heads keep the most frequent tokens of these."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from specdraft.generate.models import check_tokenizers, torch_dtype
 
-        for d in (target_dir, draft_dir):
-            if d is not None and not (Path(d) / "config.json").is_file():
+        dirs = {} if draft_dir is None else dict(draft_dir) if isinstance(draft_dir, dict) else {"draft": draft_dir}
+        for d in (target_dir, *dirs.values()):
+            if not (Path(d) / "config.json").is_file():
                 raise InputError(f"model folder {d} not found (no config.json): run the stage that builds it")
         self.cfg = cfg
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -166,28 +169,35 @@ class HFEngine:
             from specdraft.generate.cpu_kernels import pack_linears
 
             pack_linears(self.model)
-        self.draft = None
-        self.draft_subset: list[int] | None = None  # token ids the draft may propose (None: all)
-        if draft_dir is not None:
-            check_tokenizers(self.tokenizer, AutoTokenizer.from_pretrained(draft_dir))
-            draft = AutoModelForCausalLM.from_pretrained(draft_dir, dtype=dt).to(self.device).eval()
-            self.draft = self._cheapen_draft(draft, draft_data)
-            gc = self.draft.generation_config
-            gc.num_assistant_tokens = cfg.num_speculative_tokens
-            gc.num_assistant_tokens_schedule = "constant"  # a fixed draft length
-            gc.assistant_confidence_threshold = 0.0  # never stop drafting early
-        self._torch = torch
+        self.drafts: dict[str, Any] = {}
+        self.draft_subset: list[int] | None = None  # token ids the drafts may propose (None: all)
+        if dirs and self.cfg.draft_vocab:
+            from specdraft.generate import draft as d
 
-    def _cheapen_draft(self, draft: Any, draft_data: tuple[Sequence[str], Sequence[str]] | None) -> Any:
-        """Restricted head, int8 weights, packed kernels, as generation.* asks (see
-        specdraft.generate.draft); the target is never changed by these."""
-        from specdraft.generate import draft as d
-
-        if self.cfg.draft_vocab:
             if draft_data is None:
                 raise InputError("generation.draft_vocab > 0 needs the draft's training data (distilled answers)")
             ranking = d.token_ranking(self.tokenizer, *draft_data)
             self.draft_subset = d.vocab_subset(self.tokenizer, ranking, self.cfg.draft_vocab, self.vocab_size)
+        for name, path in dirs.items():
+            check_tokenizers(self.tokenizer, AutoTokenizer.from_pretrained(path))
+            draft = AutoModelForCausalLM.from_pretrained(path, dtype=dt).to(self.device).eval()
+            gc = draft.generation_config
+            gc.num_assistant_tokens = cfg.num_speculative_tokens
+            gc.num_assistant_tokens_schedule = "constant"  # a fixed draft length
+            gc.assistant_confidence_threshold = 0.0  # never stop drafting early
+            self.drafts[name] = self._cheapen_draft(draft)
+        self._torch = torch
+
+    @property
+    def draft(self) -> Any:
+        """The first (usually only) draft, or None."""
+        return next(iter(self.drafts.values()), None)
+
+    def _cheapen_draft(self, draft: Any) -> Any:
+        """Restricted head, int8 weights, packed kernels, as generation.* asks (see
+        specdraft.generate.draft); the target is never changed by these."""
+        from specdraft.generate import draft as d
+
         if self.cfg.draft_quant == "int8" and self.device != "cpu":
             raise InputError("generation.draft_quant: int8 is a CPU path (torch dynamic quantisation); use none")
         return d.cheapen(draft, self.draft_subset, self.cfg.draft_quant, self.cpu_kernels)
@@ -234,18 +244,27 @@ class HFEngine:
                 out.append(self._finish(seq[j, width:].tolist(), int(enc["attention_mask"][j].sum()), dt))
         return out
 
-    def generate_one(self, prompt: str, speculative: bool) -> GenOutput:
-        """One request at batch 1, plain or speculative, with acceptance counts."""
-        if speculative and self.draft is None:
+    def _pick(self, draft: str | None) -> Any:
+        if not self.drafts:
             raise InputError("speculative decoding needs a draft model")
+        if draft is None:
+            return self.draft
+        if draft not in self.drafts:
+            raise InputError(f"no draft {draft!r}; loaded: {sorted(self.drafts)}")
+        return self.drafts[draft]
+
+    def generate_one(self, prompt: str, speculative: bool = False, draft: str | None = None) -> GenOutput:
+        """One request at batch 1, plain or speculative (with `draft`, by name, or the
+        first), with acceptance counts."""
+        dm = self._pick(draft) if speculative else None
         enc = self.tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(self.device)
         if self.cfg.decode_loop == "specdraft":
-            return self._generate_lean(enc["input_ids"][0].tolist(), speculative)
+            return self._generate_lean(enc["input_ids"][0].tolist(), dm)
         kw = self._gen_kwargs()
         counters = []
         if speculative:
-            kw["assistant_model"] = self.draft
-            counters = [_Counter(self.model), _Counter(self.draft)]
+            kw["assistant_model"] = dm
+            counters = [_Counter(self.model), _Counter(dm)]
         try:
             self._sync()
             t = time.perf_counter()
@@ -266,19 +285,25 @@ class HFEngine:
             res.accepted = max(0, min(proposed, res.output_tokens - rounds))
         return res
 
-    def _generate_lean(self, prompt_ids: list[int], speculative: bool) -> GenOutput:
+    def _generate_lean(self, prompt_ids: list[int], draft: Any) -> GenOutput:
         from specdraft.generate.greedy import decode
 
         self._sync()
         t = time.perf_counter()
-        d = decode(self.model, prompt_ids, self.cfg.max_new_tokens, self.eos,
-                   self.draft if speculative else None, self.cfg.num_speculative_tokens)
+        d = decode(self.model, prompt_ids, self.cfg.max_new_tokens, self.eos, draft, self.cfg.num_speculative_tokens)
         self._sync()
         res = self._finish(d.token_ids, len(prompt_ids), time.perf_counter() - t)
-        if speculative:
+        if draft is not None:
             res.rounds, res.proposed, res.accepted = d.rounds, d.proposed, d.accepted
             res.draft_forward_s, res.target_forward_s = d.draft_s, d.target_s
         return res
+
+    def simulate(self, prompt_ids: list[int], target_ids: list[int], draft: str | None = None) -> Any:
+        """Exact speculative-decoding counts of a draft on a known greedy target output,
+        without running the target (specdraft.generate.greedy.simulate)."""
+        from specdraft.generate.greedy import simulate
+
+        return simulate(self._pick(draft), prompt_ids, target_ids, self.eos, self.cfg.num_speculative_tokens)
 
 
 def make_engine(target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig,

@@ -45,7 +45,8 @@ def table(ev: dict[str, Any]) -> list[str]:
     for c in _configs(ev):
         m = ev[c]
         lines.append(f"| {c} | {m['accuracy']:.3f}{_ci(m['accuracy_ci95'])} | {m['mean_output_tokens']:.1f} | "
-                     f"{m['latency_p50_s']:.2f} | {m['tokens_per_s']:.1f} | {_f(m.get('acceptance_rate'), '{:.3f}')} | "
+                     f"{_f(m.get('latency_p50_s'))} | {_f(m.get('tokens_per_s'), '{:.1f}')} | "
+                     f"{_f(m.get('acceptance_rate'), '{:.3f}')} | "
                      f"{_f(m.get('mean_acceptance_length'))} | "
                      f"{_f(m.get('speedup'))}{_ci(m.get('speedup_ci95'))} | {_f(m.get('efficiency'))} | "
                      f"{_f(m.get('cost_ratio_c'), '{:.3f}')} | {_f(m.get('verify_cost'))} |")
@@ -77,15 +78,19 @@ def hypotheses(evals: dict[str, dict[str, Any]]) -> list[str]:
             if not m:
                 continue
             u = ev.get(f"{c}_untrained")
-            parts.append(f"{c}: speedup {m['speedup']:.2f}x{_ci(m['speedup_ci95'])} (predicted "
+            timed = f" on {m['timed_n']} timed questions" if m.get("timed_n") is not None else ""
+            parts.append(f"{c}: speedup {m['speedup']:.2f}x{_ci(m['speedup_ci95'])}{timed} (predicted "
                          f"{m['predicted_speedup']:.2f}x, efficiency {m['efficiency']:.2f}; draft cost c "
                          f"{m['cost_ratio_c']:.3f}, verify cost {_f(m.get('verify_cost'))} decode steps"
                          + (f", draft vocabulary coverage {m['draft_vocab_coverage']:.3f}"
                             if m.get("draft_vocab_coverage") is not None and m.get("draft_vocab") else "")
-                         + "), acceptance "
+                         + "), acceptance" + (f" (simulated exactly on all {m['n']} questions)"
+                                              if m.get("acceptance_source", "").startswith("simulated") else "") + " "
                          f"{m['acceptance_rate']:.3f}" + (f" vs {u['acceptance_rate']:.3f} with the untrained draft"
                                                           if u else "") +
-                         f"; {m['diverging_outputs']} of {m['n']} outputs differ from plain greedy.")
+                         f"; {m['diverging_outputs']} of {m.get('timed_n', m['n'])} timed outputs differ from plain "
+                         f"greedy" + (f", the simulation matched the engine's counts on {m['simulation_matches_engine']}"
+                                      f" of {m['timed_n']}" if "simulation_matches_engine" in m else "") + ".")
             plain = c.split("_")[0]
             parts.append(_acc_sentence(_cmp(ev, c, plain), c, plain))
         out.append(f"- **{sc}**: " + " ".join(parts))
@@ -126,6 +131,15 @@ def caveats(evals: dict[str, dict[str, Any]], profile: str, engine: str) -> list
             how = (f" Decoding: {m.get('decode_loop', 'transformers')} loop, {m.get('cpu_kernels', 'default')} "
                    f"kernels, draft weights {m.get('draft_quant', 'none')}, draft head over "
                    + (f"{m['draft_vocab']} tokens" if m.get("draft_vocab") else "the full vocabulary") + ".")
+        if spec and spec[0].get("acceptance_source", "").startswith("simulated"):
+            m = spec[0]
+            out.append(f"What is measured how: accuracy and tokens of every configuration on all {m['n']} test "
+                       f"questions (each answer decoded once, batched; a speculative configuration's answers are "
+                       f"the plain answers except on its timed questions, where its own output is used and must "
+                       f"equal the plain one); acceptance and tokens per round simulated exactly on all "
+                       f"{m['n']} questions (the draft run as in speculative decoding against the target's known "
+                       f"output); latency, speedup, c and verify cost timed on {m['timed_n']} questions at "
+                       f"batch 1, where the engine's own counts are checked against the simulation.")
         out.append("Timings come from a CPU run of a 135M-parameter target with a 2-layer self-draft (local "
                    "profile), one request at a time; speedups are speculative vs plain decoding of the same "
                    "engine on the same prompts, alternating per prompt. They say nothing about GPU speedups "
