@@ -128,6 +128,28 @@ def test_identical_draft_accepts_every_proposal():
             assert d.rounds <= 30 / 4 + 1  # 3 drafted + 1 verified token per full round
 
 
+@pytest.mark.parametrize("quant,vocab", [("none", 0), ("int8", 64)])
+def test_simulation_reproduces_the_engine_counts_with_early_eos(quant, vocab):
+    """The real loop drafts past an EOS it cannot foresee; the simulation must too."""
+    from specdraft.generate.greedy import simulate
+
+    target = tiny_llama()
+    for ids in prompts():
+        free = decode(target, ids, 12, {EOS}).token_ids
+        eos = {free[5]}  # a token the target emits early: outputs end there, well inside the budget
+        draft = self_draft(target, 3)
+        if vocab:
+            draft_mod.restrict_head(draft, draft_mod.vocab_subset(_Tok(), list(range(3, VOCAB)), vocab, VOCAB))
+        if quant == "int8":
+            draft = draft_mod.quantize_int8(draft)
+        plain = decode(target, ids, 40, eos)
+        spec = decode(target, ids, 40, eos, draft=draft, k=3)
+        sim = simulate(draft, ids, plain.token_ids, eos, 3, 40)
+        assert len(plain.token_ids) < 40 and plain.token_ids[-1] in eos
+        assert sim.token_ids == spec.token_ids == plain.token_ids
+        assert (sim.rounds, sim.proposed, sim.accepted) == (spec.rounds, spec.proposed, spec.accepted)
+
+
 def test_stops_after_eos_and_at_the_token_budget():
     target = tiny_llama()
     for ids in prompts(6):

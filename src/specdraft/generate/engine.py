@@ -303,7 +303,8 @@ class HFEngine:
         without running the target (specdraft.generate.greedy.simulate)."""
         from specdraft.generate.greedy import simulate
 
-        return simulate(self._pick(draft), prompt_ids, target_ids, self.eos, self.cfg.num_speculative_tokens)
+        return simulate(self._pick(draft), prompt_ids, target_ids, self.eos, self.cfg.num_speculative_tokens,
+                        self.cfg.max_new_tokens)
 
 
 def make_engine(target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig,

@@ -67,13 +67,15 @@ class _Target:
 
 
 class _Known:
-    """Verifies against the target's known greedy output (simulation)."""
+    """Verifies against the target's known greedy output (simulation). Past its end (an
+    EOS the loop stops at) no proposal can match: -1 is no token id."""
 
     def __init__(self, target_ids: list[int]):
         self.ids = target_ids
 
     def choices(self, pending: list[int], props: list[int], done: int) -> list[int]:
-        return self.ids[done:done + len(props) + 1]
+        got = self.ids[done:done + len(props) + 1]
+        return got + [-1] * (len(props) + 1 - len(got))
 
     def reject(self, n: int) -> None:
         pass
@@ -138,9 +140,12 @@ def decode(target: Any, prompt_ids: list[int], max_new_tokens: int, eos: set[int
     return _loop(_Target(target), prompt_ids, max_new_tokens, eos, draft, k)
 
 
-def simulate(draft: Any, prompt_ids: list[int], target_ids: list[int], eos: set[int], k: int) -> Decoded:
+def simulate(draft: Any, prompt_ids: list[int], target_ids: list[int], eos: set[int], k: int,
+             max_new_tokens: int) -> Decoded:
     """The counts speculative decoding with `draft` would give on a prompt whose greedy
-    target output is `target_ids` (ending with EOS, or cut at the token budget)."""
-    d = _loop(_Known(target_ids), prompt_ids, len(target_ids), eos, draft, k)
+    target output is `target_ids` (ending with EOS, or cut at max_new_tokens). The budget
+    must be the real one: near it the loop drafts fewer tokens, and the real loop does
+    not know in advance where the EOS comes."""
+    d = _loop(_Known(target_ids), prompt_ids, max_new_tokens, eos, draft, k)
     assert d.token_ids == target_ids[:len(d.token_ids)]
     return d
