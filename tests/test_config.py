@@ -59,3 +59,15 @@ def test_prompts_keep_the_separator(root):
     for style in ("cot", "cod"):
         assert p["system"][style].endswith("after a separator ####."), p["system"][style]
     assert "####" in p["summarize"]
+
+
+def test_evaluate_stage_declares_every_variant(root):
+    """One evaluate@ stage writes every variant of eval.variants: dvc.yaml must list them all."""
+    import yaml
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    stage = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["evaluate"]
+    configs = ["${item.style}"] + [f"${{item.style}}_{v}" for v in params["eval"]["variants"]]
+    assert sorted(stage["outs"]) == sorted(f"data/eval/${{item.scenario}}/{c}.jsonl" for c in configs)
+    assert sorted(next(iter(m)) for m in stage["metrics"]) == \
+        sorted(f"metrics/eval/${{item.scenario}}/{c}.json" for c in configs)

@@ -44,7 +44,7 @@ def test_prompt_uses_chat_template_and_system_prompt(engine, local_prompts):
 
 def test_speculative_equals_plain_on_the_real_model(engine, local_prompts):
     """The real 135M numerics (the tiny-model tests in test_cpu_fast cover every setting)."""
-    prompts = _prompts(engine, local_prompts, 8)
+    prompts = _prompts(engine, local_prompts, 5)
     plain = [engine.generate_one(p, speculative=False) for p in prompts]
     spec = [engine.generate_one(p, speculative=True) for p in prompts]
     differ = [i for i, (a, b) in enumerate(zip(plain, spec, strict=True)) if a.token_ids != b.token_ids]
