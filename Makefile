@@ -68,7 +68,7 @@ $(VLLM_STAMP):
 
 bench-generate: $(STAMP) ## Benchmark generation: tokens/s at batch 1 and 8, speculative k=2,4,8 vs Leviathan's prediction
 	$(BIN)/dvc repro base_models prepare@gsm8k
-	$(BIN)/python -m specdraft.generate.bench --json metrics/bench_generate.json
+	$(BIN)/python -m specdraft.tools.bench_generate --json metrics/bench_generate.json
 
 A ?= HEAD~1
 B ?= HEAD

@@ -43,6 +43,10 @@ class FakeGemini:
     def __init__(self, answer: Callable[[str, dict[str, Any], int], dict[str, Any]],
                  final_state: str = "BATCH_STATE_SUCCEEDED", polls_before_done: int = 1, shuffle: bool = True):
         self.answer = answer
+        # fault injection: the next n requests of a kind ("get", "list", "download",
+        # "create") answer 503; a failed "create" still creates the job (an uncertain create)
+        self.fail: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
         self.final_state = final_state
         self.polls_before_done = polls_before_done
         self.shuffle = shuffle
@@ -124,6 +128,17 @@ class FakeGemini:
                 n = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(n) if n else b""
 
+            def _fault(self, kind: str) -> bool:
+                with fake.lock:
+                    if fake.fail.get(kind, 0) <= 0:
+                        return False
+                    fake.fail[kind] -= 1
+                    fake.failed[kind] = fake.failed.get(kind, 0) + 1
+                return True
+
+            def _unavailable(self) -> None:
+                self._send(503, {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}})
+
             def _key(self) -> None:
                 # the resumable-upload URL carries its own authorisation, as in the real API
                 if not self.path.startswith("/upload-session/"):
@@ -160,6 +175,8 @@ class FakeGemini:
                                           "display_name": req["batch"].get("displayName", ""), "polls": 0,
                                           "attempts": {}, "round": rnd}
                     fake.created.set()
+                    if self._fault("create"):
+                        return self._unavailable()
                     return self._send(200, fake._job_json(jid))
                 return self._send(404, {"error": {"code": 404, "message": f"no route {path}", "status": "NOT_FOUND"}})
 
@@ -167,6 +184,9 @@ class FakeGemini:
                 self._key()
                 path = self.path.split("?")[0]
                 m = re.fullmatch(r"/v1beta/batches/(\w+)", path)
+                kind = "get" if m else "list" if path == "/v1beta/batches" else "download"
+                if self._fault(kind):
+                    return self._unavailable()
                 if m and m.group(1) in fake.jobs:
                     jid = m.group(1)
                     job = fake.jobs[jid]

@@ -71,3 +71,59 @@ def test_evaluate_stage_declares_every_variant(root):
     assert sorted(stage["outs"]) == sorted(f"data/eval/${{item.scenario}}/{c}.jsonl" for c in configs)
     assert sorted(next(iter(m)) for m in stage["metrics"]) == \
         sorted(f"metrics/eval/${{item.scenario}}/{c}.json" for c in configs)
+
+
+def _sections():
+    """params section -> the dataclass that reads it (the schema of each section)."""
+    from specdraft.config import RuntimeConfig
+    from specdraft.data.prepare import PrepareConfig
+    from specdraft.evaluate.run import EvalConfig
+    from specdraft.generate.api import GenerationConfig
+    from specdraft.generate.models import ModelsConfig
+    from specdraft.prompts import PromptsConfig
+    from specdraft.teacher.gemini import TeacherConfig
+    from specdraft.train.distill import DistillConfig
+    from specdraft.train.sft import TrainConfig
+
+    return {"runtime": RuntimeConfig, "prepare": PrepareConfig, "eval": EvalConfig, "generation": GenerationConfig,
+            "models": ModelsConfig, "prompts": PromptsConfig, "teacher": TeacherConfig, "distill": DistillConfig,
+            "train_target": TrainConfig, "train_draft": TrainConfig}
+
+
+def _defaults(cls, where):
+    import dataclasses
+
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            yield f"{where}.{f.name}", f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            v = f.default_factory()
+            if dataclasses.is_dataclass(v):
+                yield from _defaults(type(v), f"{where}.{f.name}")
+
+
+def test_dataclass_defaults_agree_with_conf(root):
+    """conf/ is the one source of settings: a default in code that a section of
+    conf/config.yaml sets differently would be a second, silent source."""
+    from specdraft.config import get
+
+    base = yaml.safe_load((root / "conf/config.yaml").read_text())
+    differ = []
+    for section, cls in _sections().items():
+        for key, default in _defaults(cls, section):
+            try:
+                value = get(base, key)
+            except InputError:
+                continue  # not set in conf/: the default is the only source
+            if value != default and not (isinstance(default, tuple) and list(default) == value):
+                differ.append(f"{key}: code {default!r}, conf/config.yaml {value!r}")
+    assert differ == []
+
+
+def test_every_committed_section_builds(root):
+    """Every section of the committed params.yaml passes its schema."""
+    from specdraft.config import section
+
+    params = load_params(root / "params.yaml")
+    for key, cls in _sections().items():
+        section(cls, key, params)

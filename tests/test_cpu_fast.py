@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from specdraft.generate import draft as draft_mod
+from specdraft.generate.api import GenerationConfig
 from specdraft.generate.cpu_kernels import check_available, pack_linears
-from specdraft.generate.engine import GenerationConfig
 from specdraft.generate.greedy import decode
 from specdraft.io import InputError
 

@@ -15,7 +15,8 @@ import pytest
 
 from conftest import ROOT
 from specdraft.evaluate.run import EvalConfig, Variant, evaluate_target, plain_metrics, speculative_metrics
-from specdraft.generate.engine import GenerationConfig, HFEngine
+from specdraft.generate.api import GenerationConfig
+from specdraft.generate.hf_engine import HFEngine
 from specdraft.generate.resume import Resumable
 
 

@@ -10,14 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from specdraft.generate.engine import (
-    GenerationConfig,
-    HFEngine,
-    acceptance,
-    alpha_from_acceptance,
-    expected_accepted,
-    leviathan_speedup,
-)
+from specdraft.evaluate.stats import acceptance, alpha_from_acceptance, expected_accepted, leviathan_speedup
+from specdraft.generate.api import GenerationConfig
+from specdraft.generate.hf_engine import HFEngine
 from specdraft.generate.models import check_tokenizers, gguf_location, pad_vocab
 from specdraft.io import InputError, StageError
 from specdraft.prompts import messages

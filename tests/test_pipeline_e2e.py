@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import clone_env, clone_worktree, venv_bin
+from pipeline_deps import params_mismatches
 
 CONFIGS = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_untrained", "cod_sd_untrained"]
 SCENARIOS = ["gsm8k", "math_algebra_l12", "math_intalg_l34"]
@@ -27,8 +28,10 @@ def test_local_pipeline_end_to_end(tmp_path):
     args = [venv_bin("dvc"), "exp", "run"]
     for o in OVERRIDES:
         args += ["-S", o]
+    trace = tmp_path / "params_read"  # each stage process writes the params keys it read
     t = time.monotonic()
-    p = subprocess.run(args, cwd=repo, env=clone_env(repo), capture_output=True, text=True, timeout=3600)
+    p = subprocess.run(args, cwd=repo, env={**clone_env(repo), "SPECDRAFT_TRACE_PARAMS": str(trace)},
+                       capture_output=True, text=True, timeout=3600)
     print(f"dvc exp run (whole pipeline, small counts): {time.monotonic() - t:.0f}s")
     assert p.returncode == 0, p.stdout[-5000:] + p.stderr[-5000:]
 
@@ -40,6 +43,9 @@ def test_local_pipeline_end_to_end(tmp_path):
     status = subprocess.run([venv_bin("dvc"), "status"], cwd=repo, env=clone_env(repo), capture_output=True,
                             text=True, check=True).stdout
     assert "up to date" in status
+
+    # dvc.yaml declares exactly the params keys each stage read (specdraft.config records them)
+    assert params_mismatches(trace, repo) == []
 
     # teacher data: CoD shorter than CoT
     data = json.loads((repo / "metrics/data.json").read_text())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from specdraft.report.summary import caveats, hypotheses, summary, table
 
 
@@ -57,9 +55,10 @@ def test_hypotheses_and_caveats_state_the_figures():
 
 
 def test_summary_header(tmp_path):
-    params = {"meta": {"profile": "local"}, "generation": {"engine": "hf", "max_new_tokens": 96,
-                                                            "num_speculative_tokens": 2},
-              "models": {"target": "gguf:x/y.gguf", "draft": {"layers": 2}}, "data": {"source": "sample"}}
-    text = summary(EV, params, {"gsm8k": {"n_train": 24, "n_test": 6}}, [tmp_path / "f.png"], tmp_path)
-    assert "Profile **local**" in text and "| gsm8k | 24 | 6 |" in text and "![f](f.png)" in text
-    assert Path(tmp_path).exists()
+    setup = {"meta.profile": "local", "generation.engine": "hf", "generation.max_new_tokens": 96,
+             "generation.num_speculative_tokens": 2, "models.target": "gguf:x/y.gguf", "models.draft": {"layers": 2},
+             "data.source": "sample"}
+    text = summary(EV, setup, {"gsm8k": {"n_train": 24, "n_test": 6}}, [tmp_path / "f.png"], tmp_path)
+    assert text.splitlines()[2] == ("Profile **local**; target `gguf:x/y.gguf`, draft `{'layers': 2}`; engine **hf**, "
+                                    "greedy, max_new_tokens 96, 2 draft tokens per round; data source `sample`.")
+    assert "| gsm8k | 24 | 6 |" in text and "![f](f.png)" in text

@@ -18,9 +18,9 @@ from fake_gemini import FakeGemini, blocked_line, error_line, ok_line
 from specdraft.config import build, load_params
 from specdraft.io import write_jsonl
 from specdraft.prompts import PromptsConfig, messages
-from specdraft.teacher.core import TeacherError, TeacherItem, TeacherResult, step_stats, validate, words
-from specdraft.teacher.gemini import GeminiBatchBackend, PollConfig, TeacherConfig, estimate_cost
-from specdraft.teacher.pipeline import run_cod, run_cot, training_rows
+from specdraft.teacher.core import TeacherError, TeacherItem, TeacherResult, step_stats, training_rows, validate, words
+from specdraft.teacher.gemini import GeminiBatchBackend, PollConfig, RetryConfig, TeacherConfig, estimate_cost
+from specdraft.teacher.pipeline import run_cod, run_cot
 from specdraft.teacher.reference import cod_from_cot, cot_from_gold
 
 KEY = "test-key-not-a-secret-123"
@@ -39,7 +39,7 @@ def prompts(params):
 def _cfg(params, **over) -> TeacherConfig:
     cfg = build(TeacherConfig, {**params["teacher"], "backend": "gemini-batch"}, "teacher")
     return dataclasses.replace(cfg, poll=PollConfig(initial_s=0.01, max_s=0.02, multiplier=1.5, timeout_s=30),
-                               **over)
+                               retry=RetryConfig(attempts=3, initial_s=0.01, max_s=0.02), **over)
 
 
 @pytest.fixture
@@ -182,6 +182,47 @@ def test_failed_or_expired_job_keeps_earlier_results(tmp_path, params, prompts, 
         assert all(not r.error for r in out.values()) and len(out) == 3
         assert fake.create_calls == 3
         assert [r["key"] for r in fake.requests_seen][-1] == "gsm8k/train/1"
+
+
+def test_temporary_errors_are_retried_and_the_stage_completes(tmp_path, params, prompts, gemini_env):
+    """503s on polls (more than the SDK's own retries), lists and downloads: one call, all
+    rows, one create."""
+    with FakeGemini(_right, polls_before_done=2) as fake:
+        gemini_env(fake)
+        fake.fail = {"get": 7, "list": 2, "download": 2}
+        out = GeminiBatchBackend(_cfg(params), tmp_path, sleep=lambda s: None).generate(
+            [TeacherItem(r["id"], messages(prompts, "cot", r["question"])) for r in _rows(4)])
+        assert fake.failed == {"get": 7, "list": 2, "download": 2}
+        assert fake.create_calls == 1 and sorted(out) == [r["id"] for r in _rows(4)]
+        assert all(r.text and not r.error for r in out.values())
+
+
+def test_an_uncertain_create_is_looked_up_not_repeated(tmp_path, params, prompts, gemini_env):
+    """The server creates the job but answers 503: the backend finds the job by name."""
+    with FakeGemini(_right) as fake:
+        gemini_env(fake)
+        fake.fail = {"create": 1}
+        out = GeminiBatchBackend(_cfg(params), tmp_path, sleep=lambda s: None).generate(
+            [TeacherItem(r["id"], messages(prompts, "cot", r["question"])) for r in _rows(3)])
+        assert fake.create_calls == 1 and len(out) == 3 and all(not r.error for r in out.values())
+
+
+def test_a_rerun_without_the_state_file_finds_the_paid_job(tmp_path, params, prompts, gemini_env):
+    """A temporary workspace died while its job ran: a rerun elsewhere (no state file)
+    derives the same display name and reuses the job."""
+    items = [TeacherItem(r["id"], messages(prompts, "cot", r["question"])) for r in _rows(3)]
+    with FakeGemini(_right) as fake:
+        gemini_env(fake)
+        fake.hold.clear()  # the job keeps running
+        cfg = _cfg(params)
+        with pytest.raises(TeacherError, match="still JOB_STATE_RUNNING"):
+            GeminiBatchBackend(dataclasses.replace(cfg, poll=PollConfig(0.01, 0.02, 1.5, 0.2)), tmp_path / "a",
+                               sleep=lambda s: time.sleep(0.01)).generate(items)
+        fake.hold.set()
+        out = GeminiBatchBackend(cfg, tmp_path / "b", sleep=lambda s: None).generate(items)
+        assert fake.create_calls == 1 and len(out) == 3 and all(not r.error for r in out.values())
+        (job,) = fake.jobs.values()
+        assert job["display_name"].startswith("specdraft-") and job["display_name"].endswith("-r0-a0")
 
 
 def test_missing_api_key_stops_before_any_request(tmp_path, params, prompts, monkeypatch):

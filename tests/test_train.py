@@ -8,14 +8,17 @@ import dataclasses
 import pytest
 import torch
 
-from specdraft.generate.engine import GenerationConfig, HFEngine, render
+from specdraft.generate.api import GenerationConfig
+from specdraft.generate.hf_engine import HFEngine
 from specdraft.generate.resume import Resumable
-from specdraft.prompts import STYLES, messages
-from specdraft.train.distill import DistillConfig, distill, simulated_acceptance
+from specdraft.io import InputError
+from specdraft.prompts import STYLES, messages, render
+from specdraft.train.acceptance import simulated_acceptance
+from specdraft.train.distill import DistillConfig, distill
 from specdraft.train.sft import TrainConfig, build_examples, make_trainer, split, train_and_save
 
 CFG = TrainConfig(method="lora", learning_rate=2e-3, epochs=1, batch_size=2, grad_accum=1, max_length=256,
-                  val_share=0.0, logging_steps=1, save_steps=1000)
+                  warmup_ratio=0.0, val_share=0.0, logging_steps=1, save_steps=1000)
 
 
 def _rows(local_prompts, n):
@@ -104,7 +107,7 @@ def test_distill_resumes_without_regenerating(base_models, local_prompts, tmp_pa
     assert len(lines) == 1 + 3  # fingerprint + each row written once
     # other settings: the stale partial is discarded
     assert Resumable(tmp_path / "p.jsonl", "other").done == {}
-    with pytest.raises(Exception, match="valid"):
+    with pytest.raises(InputError, match="distill.keep: 'best' unknown; valid"):
         distill(base_models / "target", rows, "cot", prompts, gen, DistillConfig(keep="best"), r2)
 
 

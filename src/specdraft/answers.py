@@ -25,7 +25,6 @@ PATH_BOXED = "boxed"  # the last \boxed{...} or \fbox{...}
 PATH_ANSWER_IS = "answer_is"  # "... the answer is X"
 PATH_LAST_NUMBER = "last_number"  # the last number in the text (weak fallback)
 PATH_NONE = "none"
-EXTRACTION_PATHS = (PATH_HASH, PATH_BOXED, PATH_ANSWER_IS, PATH_LAST_NUMBER, PATH_NONE)
 
 GOLD_FORMATS = ("gsm8k", "math")
 
@@ -47,15 +46,17 @@ class Extraction:
 
 
 # ----------------------------------------------------------------------------- boxed
-def _boxed_spans(text: str) -> list[str]:
-    """Contents of every \\boxed{...}/\\fbox{...} (nested braces) and \\boxed 5, in order."""
-    out: list[str] = []
+def boxed_matches(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every \\boxed{...}/\\fbox{...} (nested braces) and
+    \\boxed 5, in order; the one scanner of boxed answers (the reference teacher uses it
+    to unbox)."""
+    out: list[tuple[int, int, str]] = []
     for m in re.finditer(r"\\(?:boxed|fbox)\s*(\{)?", text):
         if m.group(1) is None:
             # "\boxed 5": the argument is the next token up to whitespace or '$'.
             rest = re.match(r"\s*([^\s$]+)", text[m.end():])
             if rest:
-                out.append(rest.group(1))
+                out.append((m.start(), m.end() + rest.end(), rest.group(1)))
             continue
         depth, i = 1, m.end()
         while i < len(text) and depth:
@@ -65,8 +66,12 @@ def _boxed_spans(text: str) -> list[str]:
                 depth -= 1
             i += 1
         if depth == 0:
-            out.append(text[m.end(): i - 1])
+            out.append((m.start(), i, text[m.end(): i - 1]))
     return out
+
+
+def _boxed_spans(text: str) -> list[str]:
+    return [content for _, _, content in boxed_matches(text)]
 
 
 def last_boxed(text: str) -> str | None:

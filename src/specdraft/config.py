@@ -11,10 +11,15 @@ the committed file is the composed `local` profile.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
+import json
 import os
+import sys
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +30,103 @@ from specdraft.io import InputError
 PARAMS_FILE = Path(os.environ.get("SPECDRAFT_PARAMS", "params.yaml"))
 
 T = TypeVar("T")
+
+# ------------------------------------------------------------------ which keys a stage reads
+# dvc.yaml must declare exactly the params keys each stage reads (a missing key leaves a
+# stale metric standing, an extra one re-runs a GPU stage for nothing). The keys are
+# recorded where they are read: every `get` and every field read of a dataclass built here.
+# With SPECDRAFT_TRACE_PARAMS=<folder>, a process writes what it read there at exit, and
+# the end-to-end test compares it with dvc.yaml (tests/test_pipeline_e2e.py).
+_TRACE_DIR = os.environ.get("SPECDRAFT_TRACE_PARAMS")
+_reads: set[str] = set()
+_paused = 0
+
+
+def _record(key: str) -> None:
+    if _TRACE_DIR and not _paused:
+        _reads.add(key)
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """Reads that do not decide results (fingerprints, validation) are not recorded."""
+    global _paused
+    _paused += 1
+    try:
+        yield
+    finally:
+        _paused -= 1
+
+
+def keys_read() -> list[str]:
+    return sorted(_reads)
+
+
+def _write_trace() -> None:
+    import hashlib
+
+    from specdraft.io import write_json
+
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]]
+    if sys.argv[0].endswith(".py"):  # python -m pkg.mod: argv[0] is the module's file
+        src = Path(__file__).resolve().parents[1]
+        with contextlib.suppress(ValueError):
+            argv[0] = ".".join(Path(sys.argv[0]).resolve().relative_to(src).with_suffix("").parts)
+    name = hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:16]
+    write_json(Path(_TRACE_DIR) / f"{name}.json", {"argv": argv, "keys": keys_read()})
+
+
+if _TRACE_DIR:
+    atexit.register(_write_trace)
+
+
+class _TracedDict(dict):
+    """A mapping field (e.g. prompts.system): reading one entry records `where.key`;
+    iterating over it records the whole field."""
+
+    def __init__(self, data: dict, where: str):
+        super().__init__(data)
+        self.where = where
+
+    def __getitem__(self, key: Any) -> Any:
+        _record(f"{self.where}.{key}")
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        _record(f"{self.where}.{key}")
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        _record(f"{self.where}.{key}")
+        return super().__contains__(key)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        _record(self.where)
+        return super().__iter__()
+
+    def items(self):  # type: ignore[no-untyped-def]
+        _record(self.where)
+        return super().items()
+
+    def values(self):  # type: ignore[no-untyped-def]
+        _record(self.where)
+        return super().values()
+
+
+def _traced(cls: type[T], where: str) -> type[T]:
+    """A subclass of dataclass `cls` whose field reads are recorded as `where.field`
+    (mapping and dataclass fields record their own entries instead)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+    def __getattribute__(self: Any, name: str) -> Any:
+        value = super(sub, self).__getattribute__(name)
+        if name in names and not isinstance(value, _TracedDict) and not hasattr(type(value), "_trace_where"):
+            _record(f"{where}.{name}")
+        return value
+
+    sub = type(cls.__name__, (cls,), {"__getattribute__": __getattribute__, "__qualname__": cls.__qualname__,
+                                      "__module__": cls.__module__, "_trace_where": where})
+    return sub
 
 
 def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -43,6 +145,7 @@ def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
 
 def get(params: dict[str, Any], dotted: str, file: str | os.PathLike = PARAMS_FILE) -> Any:
     """params['a']['b'] for 'a.b', with an error naming the missing key."""
+    _record(dotted)
     cur: Any = params
     for i, part in enumerate(dotted.split(".")):
         if not isinstance(cur, dict) or part not in cur:
@@ -69,7 +172,15 @@ def build(cls: type[T], data: Any, where: str) -> T:
                 raise InputError(f"{PARAMS_FILE}: {where}: missing key {name!r}")
             continue
         kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
-    return cls(**kwargs)
+    if not _TRACE_DIR:
+        return cls(**kwargs)
+    with untraced():  # __post_init__ validates every field; that is not a use
+        obj = _traced(cls, where)(**kwargs)
+        for name in fields:
+            value = getattr(obj, name)
+            if type(value) is dict:
+                object.__setattr__(obj, name, _TracedDict(value, f"{where}.{name}"))
+    return obj
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -96,15 +207,19 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 
 def section(cls: type[T], key: str, params: dict[str, Any] | None = None) -> T:
-    """Build `cls` from the params section `key` (dotted)."""
+    """Build `cls` from the params section `key` (dotted). Only the fields the caller
+    then reads count as read."""
     params = params if params is not None else load_params()
-    return build(cls, get(params, key), key)
+    with untraced():
+        data = get(params, key)
+    return build(cls, data, key)
 
 
 # ----------------------------------------------------------------------- shared sections
 @dataclasses.dataclass(frozen=True)
 class RuntimeConfig:
-    """Process-wide settings: torch threads matter on a 2-core laptop (see REFERENCE)."""
+    """Process-wide settings: torch threads matter on a 2-core laptop (the
+    local profile measures both cores against one in conf/profile/local.yaml)."""
 
     threads: int = 1
     seed: int = 0

@@ -47,6 +47,26 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
         raise
 
 
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling folder to fill; renamed over `path` on success, removed on an
+    exception (the old folder is then left as it was). For model folders, which a reader
+    must never see half-written."""
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path) as fh:
         fh.write(text)

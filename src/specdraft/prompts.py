@@ -76,3 +76,9 @@ def to_gemini(msgs: list[dict[str, str]]) -> dict[str, Any]:
     if system:
         req["systemInstruction"] = {"parts": [{"text": system}]}
     return req
+
+
+def render(tokenizer: Any, msgs: list[dict[str, str]]) -> str:
+    """The prompt text: the model's chat template with the generation prompt, thinking off
+    (templates without `enable_thinking`, such as SmolLM2's and Qwen2.5's, ignore it)."""
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, enable_thinking=False)

@@ -26,11 +26,6 @@ NAMES = ["Mia", "Omar", "Lena", "Ravi", "Sofia", "Jonas", "Aiko", "Bruno", "Chlo
          "Elena", "Farid", "Greta", "Hugo", "Ines", "Kofi"]
 
 
-def _fmt(x: Fraction | int) -> str:
-    x = Fraction(x)
-    return str(x.numerator) if x.denominator == 1 else f"{float(x):g}"
-
-
 # ------------------------------------------------------------------------- GSM8K-style
 # One- and two-step problems with small numbers: the difficulty at which a 135M model
 # solves some but not all (measured for the README's local-profile choice).

@@ -5,7 +5,7 @@ problem/level/type/solution), so the rest of the pipeline never knows which sour
 `data.source` selects one:
 
 - `hub`: datasets.load_dataset(<hub_path>, <config>, split=...), ids and revision in params.
-- `dir:PATH`: PATH/<dataset>/<split>.jsonl, as laid out in ../shared/data.
+- `dir:PATH`: PATH/<dataset>/<split>.jsonl (README, "Data and scenarios").
 - `sample`: the same layout under data/sample/ (written by specdraft.data.sample).
 """
 

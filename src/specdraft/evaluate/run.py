@@ -31,8 +31,9 @@ from typing import Any
 from tqdm import tqdm
 
 from specdraft.answers import PATH_NONE, judge
-from specdraft.evaluate.stats import median_ci, percentile, wilson
-from specdraft.generate.engine import GenerationConfig, GenOutput, alpha_from_acceptance, leviathan_speedup, make_engine
+from specdraft.evaluate.stats import alpha_from_acceptance, leviathan_speedup, median_ci, percentile, wilson
+from specdraft.generate.api import GenerationConfig, GenOutput
+from specdraft.generate.engine import make_engine
 from specdraft.io import InputError
 from specdraft.prompts import PromptsConfig, messages
 
@@ -52,7 +53,7 @@ class EvalConfig:
 
     variants: dict[str, Variant]
     base_style: str = "cot"  # the untrained target is prompted with the CoT prompt
-    timed_prompts: int = 8  # batch-1 timing of plain vs speculative decoding
+    timed_prompts: int = 32  # batch-1 timing of plain vs speculative decoding
     batch_size: int = 16  # throughput mode (vllm)
     throughput: bool = True
     max_diverging_share: float = 0.01

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 N_BOOT = 2000
 
@@ -71,3 +72,45 @@ def paired_ratio(a: Sequence[float], b: Sequence[float], seed: int = 0) -> dict[
     ratio = statistics.fmean(a) / statistics.fmean(b) if statistics.fmean(b) else float("nan")
     ci = bootstrap_ci([a, b], lambda u, v: np.mean(u) / np.mean(v), paired=True, seed=seed)
     return {"ratio": ratio, "ratio_ci95": ci}
+
+
+# ------------------------------------------------------- speculative-decoding formulas
+def acceptance(outputs: Sequence[Any]) -> dict[str, float]:
+    """Pooled acceptance over requests (GenOutput-like: rounds, proposed, accepted,
+    output_tokens): rate = accepted / proposed, and mean acceptance length = generated
+    tokens / target forwards (rounds)."""
+    rounds = sum(o.rounds or 0 for o in outputs)
+    proposed = sum(o.proposed or 0 for o in outputs)
+    accepted = sum(o.accepted or 0 for o in outputs)
+    tokens = sum(o.output_tokens for o in outputs)
+    return {"rounds": rounds, "proposed": proposed, "accepted": accepted,
+            "acceptance_rate": accepted / proposed if proposed else 0.0,
+            "mean_acceptance_length": tokens / rounds if rounds else 0.0}
+
+
+def expected_accepted(alpha: float, gamma: int) -> float:
+    """E[accepted draft tokens per round] = sum_{i=1..gamma} alpha^i (Leviathan et al. 2023)."""
+    return sum(alpha ** i for i in range(1, gamma + 1))
+
+
+def alpha_from_acceptance(rate: float, gamma: int) -> float:
+    """Solve expected_accepted(alpha, gamma) / gamma = rate for alpha in [0, 1].
+
+    Measured accepted/proposed is not Leviathan's alpha: it is the accepted prefix share.
+    The left side rises monotonically from 0 to 1 on [0, 1], so the root is unique.
+    """
+    rate = min(max(rate, 0.0), 1.0)
+    if rate in (0.0, 1.0):
+        return rate
+    return float(optimize.brentq(lambda a: expected_accepted(a, gamma) / gamma - rate, 0.0, 1.0, xtol=1e-12))
+
+
+def leviathan_speedup(alpha: float, gamma: int, c: float, verify: float = 1.0) -> float:
+    """Expected walltime improvement, Leviathan et al. 2023, Theorem 3.8:
+    S = (1 - alpha^(gamma+1)) / ((1 - alpha)(gamma*c + 1)).
+
+    The theorem assumes verifying gamma+1 tokens costs one target step. `verify` (the
+    measured cost of a verify forward in target decode steps) replaces that 1, which is
+    where small-batch matrix products on a CPU lose most (see the benchmark)."""
+    tokens = float(gamma + 1) if alpha >= 1.0 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
+    return tokens / (gamma * c + verify)

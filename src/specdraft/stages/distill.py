@@ -13,13 +13,13 @@ import logging
 from pathlib import Path
 
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
-from specdraft.generate.engine import GenerationConfig
+from specdraft.generate.api import GenerationConfig
 from specdraft.generate.resume import Resumable, fingerprint, model_fingerprint
 from specdraft.io import write_json, write_jsonl
 from specdraft.prompts import PromptsConfig
 from specdraft.stages._cli import run
 from specdraft.stages._models import PARTIAL, split_name, target_dir
-from specdraft.teacher.pipeline import training_rows
+from specdraft.teacher.core import training_rows
 from specdraft.train.distill import DistillConfig, distill
 
 log = logging.getLogger("distill")

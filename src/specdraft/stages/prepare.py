@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from specdraft.config import build, get, load_params, section
+from specdraft.config import get, load_params, section, untraced
 from specdraft.data.prepare import PrepareConfig, ScenarioConfig, prepare
 from specdraft.data.sources import DataConfig, DatasetConfig
 from specdraft.io import InputError, write_json, write_jsonl
@@ -21,12 +21,12 @@ log = logging.getLogger("prepare")
 
 def main(args: argparse.Namespace) -> None:
     params = load_params()
-    scenarios = get(params, "scenarios")
+    with untraced():  # which names exist is not a setting the stage uses
+        scenarios, datasets = get(params, "scenarios"), get(params, "data.datasets")
     if args.scenario not in scenarios:
         raise InputError(f"unknown scenario {args.scenario!r}; valid: {sorted(scenarios)}")
-    sc = build(ScenarioConfig, scenarios[args.scenario], f"scenarios.{args.scenario}")
+    sc = section(ScenarioConfig, f"scenarios.{args.scenario}", params)
     ds_key = f"data.datasets.{sc.dataset}"
-    datasets = get(params, "data.datasets")
     if sc.dataset not in datasets:
         raise InputError(f"scenarios.{args.scenario}.dataset: unknown dataset {sc.dataset!r}; "
                          f"valid: {sorted(datasets)}")

@@ -19,7 +19,7 @@ from specdraft.io import read_json, read_jsonl, write_json
 from specdraft.prompts import PromptsConfig
 from specdraft.stages._cli import run
 from specdraft.stages._models import BASE, CKPT, draft_dir, split_name, target_dir
-from specdraft.train.distill import simulated_acceptance
+from specdraft.train.acceptance import simulated_acceptance
 from specdraft.train.sft import TrainConfig, build_examples, split, train_and_save
 
 log = logging.getLogger("train_draft")

@@ -17,7 +17,7 @@ from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
 from specdraft.prompts import PromptsConfig
 from specdraft.stages._cli import run
 from specdraft.stages._models import BASE, CKPT, split_name, target_dir
-from specdraft.teacher.pipeline import training_rows
+from specdraft.teacher.core import training_rows
 from specdraft.train.sft import TrainConfig, train_and_save
 
 log = logging.getLogger("train_target")

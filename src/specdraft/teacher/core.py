@@ -1,4 +1,6 @@
-"""What every teacher backend shares: requests, results, validation and step statistics.
+"""What every teacher backend shares: requests, results, validation and step statistics,
+and which teacher rows make the training set (`training_rows`, read by later stages
+without the teacher backends).
 
 A backend turns TeacherItems (chat messages plus a key) into TeacherResults (text, finish
 reason, usage, errors). Validation is the same for every backend, through the one
@@ -10,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import statistics
+from pathlib import Path
 from typing import Any, Protocol
 
 from specdraft.answers import PATH_HASH, judge
-from specdraft.io import StageError
+from specdraft.io import StageError, read_jsonl
 
 # Why a row is rejected; metrics count each one.
 REJECT_REASONS = ("wrong_answer", "no_hash", "empty", "blocked", "truncated", "api_error")
@@ -73,7 +76,8 @@ def validate(result: TeacherResult, gold: str) -> tuple[str | None, dict[str, An
 
 
 # ------------------------------------------------------------------------ step statistics
-_MATH = re.compile(r"\$\$.+?\$\$|\$.+?\$|\\\[.+?\\\]|\\\(.+?\\\)|\\begin\{(\w+\*?)\}.+?\\end\{\1\}", re.DOTALL)
+# LaTeX math spans: $$..$$, $..$, \\[..\\], \\(..\\), \\begin{env}..\\end{env}.
+MATH_SPAN = re.compile(r"\$\$.+?\$\$|\$.+?\$|\\\[.+?\\\]|\\\(.+?\\\)|\\begin\{(\w+\*?)\}.+?\\end\{\1\}", re.DOTALL)
 _OPS = re.compile(r"\s*([=+\-*/×÷<>])\s*")
 
 
@@ -90,7 +94,7 @@ def words(step: str) -> int:
     like '48/2=24'. Math spans are collapsed, spaces around operators removed, then
     whitespace-separated tokens are counted.
     """
-    s = _MATH.sub(" M ", step)
+    s = MATH_SPAN.sub(" M ", step)
     s = _OPS.sub(r"\1", s)
     return len(s.split())
 
@@ -101,8 +105,22 @@ def step_stats(texts: list[str], budget: int = 5) -> dict[str, float]:
     if not per_step:
         return {"words_per_step_median": 0.0, "words_per_step_p90": 0.0, "share_steps_within_budget": 0.0,
                 "steps_mean": 0.0}
-    per_step.sort()
-    p90 = per_step[min(len(per_step) - 1, int(round(0.9 * (len(per_step) - 1))))]
+    # linear interpolation between order statistics, numpy's default percentile, as in
+    # the data report (specdraft.report.analyze)
+    p90 = statistics.quantiles(per_step, n=10, method="inclusive")[-1] if len(per_step) > 1 else per_step[0]
     return {"words_per_step_median": float(statistics.median(per_step)), "words_per_step_p90": float(p90),
             "share_steps_within_budget": sum(w <= budget for w in per_step) / len(per_step),
             "steps_mean": statistics.fmean(n_steps)}
+
+
+TEACHER_FIELDS = ("id", "question", "answer", "response")
+
+
+def training_rows(teacher_dir: str | Path, scenario: str, style: str) -> list[dict[str, Any]]:
+    """The final training set of `style`: only questions accepted in both passes, by id."""
+    teacher_dir = Path(teacher_dir)
+    cot = read_jsonl(teacher_dir / "cot" / f"{scenario}.jsonl", TEACHER_FIELDS)
+    cod = read_jsonl(teacher_dir / "cod" / f"{scenario}.jsonl", TEACHER_FIELDS)
+    both = {r["id"] for r in cot} & {r["id"] for r in cod}
+    rows = cot if style == "cot" else cod
+    return sorted((r for r in rows if r["id"] in both), key=lambda r: r["id"])

@@ -10,8 +10,18 @@ Creating a job is billed and not idempotent, so every step is recorded in a stat
 the job's display name before `create`, the job name right after it, parsed results
 after each download. Killed at any point, the stage resumes the same job on its next run;
 if it died between `create` and recording the name, the job is found again by its
-display name. The API key comes only from GEMINI_API_KEY or GOOGLE_API_KEY and is never
-written anywhere.
+display name. The display name is derived from the model and the round's requests
+alone (no random part), so a rerun without the state file (a `dvc exp run --temp` or
+queued experiment whose workspace died) also finds the job it already paid for.
+
+Temporary service errors (429, 5xx, dropped connections) are retried with exponential
+backoff and jitter (`teacher.retry`): by the SDK's own retry options for every call but
+`create`, by the same policy around downloads (the SDK streams those outside its retry),
+and the poll loop keeps polling through errors until `poll.timeout_s`. A `create` is
+billed and not idempotent: it is never retried blindly; after a failed or uncertain
+create the job is looked up by its display name first.
+
+The API key comes only from GEMINI_API_KEY or GOOGLE_API_KEY and is never written anywhere.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import json
 import logging
 import os
 import time
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +57,19 @@ class Price:
 
 @dataclasses.dataclass(frozen=True)
 class PollConfig:
-    initial_s: float = 10.0
-    max_s: float = 300.0
+    initial_s: float = 30.0
+    max_s: float = 600.0
     multiplier: float = 1.5
     timeout_s: float = 172800.0  # jobs expire after 48 h
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryConfig:
+    """Retries of temporary errors (429, 5xx, connection): attempts include the first."""
+
+    attempts: int = 8
+    initial_s: float = 1.0
+    max_s: float = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +83,10 @@ class TeacherConfig:
     thinking_budget: int
     prices_per_mtok: dict[str, Price]
     batch_discount: float = 0.5
-    max_cost_usd: float = 20.0
+    max_cost_usd: float = 25.0
     max_resubmits: int = 2
     poll: PollConfig = dataclasses.field(default_factory=PollConfig)
+    retry: RetryConfig = dataclasses.field(default_factory=RetryConfig)
     state_dir: str = ".specdraft/teacher"
     max_retries: int = 5  # interactive backend
     api_version: str = "v1beta"  # the Batch API lives on v1beta
@@ -86,12 +106,59 @@ def api_key() -> str:
                        "environment; keys are never read from params or files")
 
 
+RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+
+
+def retry_options(r: RetryConfig) -> Any:
+    from google.genai import types
+
+    return types.HttpRetryOptions(attempts=r.attempts, initial_delay=r.initial_s, max_delay=r.max_s, exp_base=2,
+                                  jitter=1, http_status_codes=list(RETRY_STATUS))
+
+
 def make_client(cfg: TeacherConfig) -> Any:
+    """The client, retrying temporary errors on every call (see the module docstring)."""
     from google import genai
     from google.genai import types
 
     # GOOGLE_GEMINI_BASE_URL, when set, points the client elsewhere (tests: a local server).
-    return genai.Client(api_key=api_key(), http_options=types.HttpOptions(api_version=cfg.api_version))
+    return genai.Client(api_key=api_key(), http_options=types.HttpOptions(api_version=cfg.api_version,
+                                                                          retry_options=retry_options(cfg.retry)))
+
+
+def transient(e: BaseException) -> bool:
+    """A temporary service error: worth trying again later."""
+    import importlib
+
+    from google.genai import errors
+
+    if isinstance(e, errors.APIError):
+        return e.code in RETRY_STATUS
+    for http in ("httpx2", "httpx"):  # the SDK's HTTP client (httpx2 in google-genai 3.x)
+        try:
+            if isinstance(e, importlib.import_module(http).TransportError):
+                return True
+        except ImportError:
+            continue
+    return False
+
+
+def with_retries(fn: Callable[[], Any], r: RetryConfig, sleep: Callable[[float], None] = time.sleep) -> Any:
+    """`fn()` with the retry policy of `r`, for calls the SDK does not retry itself."""
+    import tenacity
+
+    return tenacity.Retrying(stop=tenacity.stop_after_attempt(r.attempts), reraise=True,
+                             retry=tenacity.retry_if_exception(transient), sleep=sleep,
+                             wait=tenacity.wait_exponential_jitter(initial=r.initial_s, max=r.max_s, jitter=1),
+                             before_sleep=lambda s: log.warning("temporary error (%s); retrying", s.outcome.exception()),
+                             )(fn)
+
+
+def display_name(model: str, requests: dict[str, Any], rnd: int) -> str:
+    """The job's name for round `rnd`: a hash of the model and the round's requests, so
+    the same work always gets the same name (attempt suffix `-a<n>` added at create)."""
+    digest = hashlib.sha256(json.dumps([model, requests], sort_keys=True).encode()).hexdigest()
+    return f"specdraft-{digest[:16]}-r{rnd}"
 
 
 def build_request(item: TeacherItem, cfg: TeacherConfig) -> dict[str, Any]:
@@ -200,7 +267,7 @@ class GeminiBatchBackend:
                 continue  # finished round whose failures are retried in the next one
             if rnd >= len(st["rounds"]) or st["rounds"][rnd].get("status") == "failed":
                 guard_cost([by_key[k] for k in pending], self.cfg, batch=True)
-                info = {"display_name": f"specdraft-{fingerprint[:12]}-r{rnd}-{uuid.uuid4().hex[:8]}",
+                info = {"display_name": display_name(self.cfg.model, {k: requests[k] for k in pending}, rnd),
                         "keys": pending, "status": "creating"}
                 if rnd >= len(st["rounds"]):
                     st["rounds"].append(info)
@@ -237,26 +304,48 @@ class GeminiBatchBackend:
                 out[k] = TeacherResult(error=f"no result after {self.cfg.max_resubmits} resubmissions")
         return out
 
+    def _find(self, client: Any, base: str) -> tuple[Any | None, int]:
+        """A live or succeeded job named `base`-a<n>, and how many such jobs failed."""
+        found, failed = None, 0
+        for job in client.batches.list(config={"page_size": 100}):
+            if (job.display_name or "").rsplit("-a", 1)[0] != base:
+                continue
+            if _enum(job.state) in TERMINAL_BAD:
+                failed += 1
+            elif found is None:
+                found = job
+        return found, failed
+
     def _create(self, client: Any, round_: dict[str, Any], requests: dict[str, Any], st: dict[str, Any]) -> None:
         from google.genai import types
 
-        # A crash between create and saving the job name leaves status "creating": find
-        # the job by its display name instead of creating a second, billed one.
-        for job in client.batches.list(config={"page_size": 100}):
-            if job.display_name == round_["display_name"]:
-                round_["job"] = job.name
-                round_["status"] = "running"
-                self._save(st)
-                log.info("resumed batch job %s found by display name", job.name)
-                return
+        # Status "creating" after a crash, or no state file at all (another workspace): the
+        # job may exist already. Find it by its display name instead of paying twice.
+        base = round_["display_name"]
+        job, failed = self._find(client, base)
+        if job is not None:
+            round_["job"] = job.name
+            round_["status"] = "running"
+            self._save(st)
+            log.info("resumed batch job %s found by display name %s", job.name, job.display_name)
+            return
+        name = f"{base}-a{failed}"  # a new attempt after `failed` failed or expired jobs
         req_file = self.state_dir / f"requests-{round_['display_name']}.jsonl"
         with atomic_open(req_file) as fh:
             for k in round_["keys"]:
                 fh.write(json.dumps({"key": k, "request": requests[k]}, ensure_ascii=False) + "\n")
         uploaded = client.files.upload(file=str(req_file), config=types.UploadFileConfig(
-            display_name=round_["display_name"], mime_type="jsonl"))
-        job = client.batches.create(model=self.cfg.model, src=uploaded.name,
-                                    config={"display_name": round_["display_name"]})
+            display_name=name, mime_type="jsonl"))
+        try:
+            job = client.batches.create(model=self.cfg.model, src=uploaded.name, config=types.CreateBatchJobConfig(
+                display_name=name, http_options=types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))))
+        except Exception as e:
+            # The job may have been created before the error reached us: look first.
+            job, _ = self._find(client, base)
+            if job is None:
+                raise TeacherError(f"creating batch job {name} failed ({e}); no job of that name exists, so "
+                                   "nothing was billed: run the stage again") from e
+            log.warning("create reported %s, but job %s exists: using it", e, job.name)
         round_["job"] = job.name
         round_["status"] = "running"
         self._save(st)
@@ -265,7 +354,15 @@ class GeminiBatchBackend:
     def _poll(self, client: Any, name: str) -> Any:
         delay, start = self.cfg.poll.initial_s, time.monotonic()
         while True:
-            job = client.batches.get(name=name)
+            try:
+                job = client.batches.get(name=name)
+            except Exception as e:  # the SDK has retried already; keep polling until the timeout
+                if not transient(e) or time.monotonic() - start > self.cfg.poll.timeout_s:
+                    raise
+                log.warning("polling batch job %s: %s; next check in %.0fs", name, e, delay)
+                self.sleep(delay)
+                delay = min(self.cfg.poll.max_s, delay * self.cfg.poll.multiplier)
+                continue
             state = _enum(job.state)
             if state == TERMINAL_OK or state in TERMINAL_BAD:
                 return job
@@ -279,7 +376,7 @@ class GeminiBatchBackend:
     def _download(self, client: Any, job: Any) -> dict[str, dict[str, Any]]:
         if job.dest is None or not job.dest.file_name:
             raise TeacherError(f"batch job {job.name} succeeded without a results file")
-        data = client.files.download(file=job.dest.file_name)
+        data = with_retries(lambda: client.files.download(file=job.dest.file_name), self.cfg.retry, self.sleep)
         out: dict[str, dict[str, Any]] = {}
         for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
             if not line.strip():

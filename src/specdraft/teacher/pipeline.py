@@ -2,7 +2,7 @@
 
 Both passes go through one backend interface and one validation, and write accepted rows,
 rejected rows (with the reason) and metrics. The final CoT and CoD training sets cover the
-same questions: a CoD exists only for an accepted CoT, and `training_rows` keeps only the
+same questions: a CoD exists only for an accepted CoT, and `core.training_rows` keeps only the
 questions accepted in both passes.
 """
 
@@ -13,15 +13,21 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from specdraft.io import InputError, read_jsonl
+from specdraft.io import InputError
 from specdraft.prompts import PromptsConfig, messages, summarize_messages
-from specdraft.teacher.core import REJECT_REASONS, Backend, TeacherItem, TeacherResult, step_stats, validate
+from specdraft.teacher.core import (
+    REJECT_REASONS,
+    Backend,
+    TeacherItem,
+    TeacherResult,
+    step_stats,
+    validate,
+)
 from specdraft.teacher.gemini import GeminiBatchBackend, GeminiInteractiveBackend, TeacherConfig, usage_cost
 from specdraft.teacher.reference import ReferenceBackend, cod_from_cot, cot_from_gold
 
 BACKENDS = ("reference", "gemini-batch", "gemini")
 PREPARED_FIELDS = ("id", "question", "solution", "answer", "format")
-TEACHER_FIELDS = ("id", "question", "answer", "response")
 
 
 def make_backend(cfg: TeacherConfig, state_dir: Path) -> Backend:
@@ -95,13 +101,3 @@ def run_cod(cot_rows: list[dict[str, Any]], prepared: dict[str, dict[str, Any]],
     m["chars_ratio_cod_over_cot_mean"] = statistics.fmean(ratios) if ratios else 0.0
     m["paired"] = len(acc)  # questions with an accepted CoT and an accepted CoD
     return acc, rej, m
-
-
-def training_rows(teacher_dir: str | Path, scenario: str, style: str) -> list[dict[str, Any]]:
-    """The final training set of `style`: only questions accepted in both passes, by id."""
-    teacher_dir = Path(teacher_dir)
-    cot = read_jsonl(teacher_dir / "cot" / f"{scenario}.jsonl", TEACHER_FIELDS)
-    cod = read_jsonl(teacher_dir / "cod" / f"{scenario}.jsonl", TEACHER_FIELDS)
-    both = {r["id"] for r in cot} & {r["id"] for r in cod}
-    rows = cot if style == "cot" else cod
-    return sorted((r for r in rows if r["id"] in both), key=lambda r: r["id"])

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 
-from specdraft.teacher.core import TeacherItem, TeacherResult
+from specdraft.answers import boxed_matches
+from specdraft.teacher.core import MATH_SPAN, TeacherItem, TeacherResult
 
 _CALC = re.compile(r"<<([^<>]*)>>")
-_MATH_SPAN = re.compile(r"\$\$.+?\$\$|\$.+?\$|\\\[.+?\\\]|\\begin\{(\w+\*?)\}.+?\\end\{\1\}", re.DOTALL)
 
 
 class ReferenceBackend:
@@ -27,25 +27,20 @@ class ReferenceBackend:
 
 
 def _unbox(text: str) -> str:
-    """Replace every \\boxed{X} (nested braces) with X: the answer goes after '####'."""
+    """Replace every \\boxed{X} with X: the answer goes after '####'."""
     out, i = [], 0
-    for m in re.finditer(r"\\boxed\s*\{", text):
-        if m.start() < i:
+    for start, end, content in boxed_matches(text):
+        if start < i:  # nested inside the previous one
             continue
-        depth, j = 1, m.end()
-        while j < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[j], 0)
-            j += 1
-        out.append(text[i:m.start()])
-        out.append(text[m.end():j - 1])
-        i = j
+        out += [text[i:start], content]
+        i = end
     out.append(text[i:])
     return "".join(out)
 
 
 def _sentences(text: str) -> list[str]:
     """Split LaTeX prose into sentences, never inside a math span."""
-    spans = [(m.start(), m.end()) for m in _MATH_SPAN.finditer(text)]
+    spans = [(m.start(), m.end()) for m in MATH_SPAN.finditer(text)]
     inside = [False] * (len(text) + 1)
     for a, b in spans:
         for k in range(a, b):
@@ -90,10 +85,10 @@ def cod_from_cot(cot: str, fmt: str, solution: str) -> str:
                 drafts.append(" ".join(ln.split()[:5]))
     else:
         for step in cot.split("####")[0].splitlines():
-            maths = [m.group(0) for m in _MATH_SPAN.finditer(step)]
+            maths = [m.group(0) for m in MATH_SPAN.finditer(step)]
             eqs = [m for m in maths if re.search(r"=|\\le|\\ge|<|>", m)]
             if eqs:
                 drafts.append(" ".join(eqs))
             elif step.strip():
-                drafts.append(" ".join(_MATH_SPAN.sub(lambda m: m.group(0).replace(" ", ""), step).split()[:5]))
+                drafts.append(" ".join(MATH_SPAN.sub(lambda m: m.group(0).replace(" ", ""), step).split()[:5]))
     return "\n".join([d for d in drafts if d] + [f"#### {answer}"])

@@ -4,11 +4,7 @@ The draft is trained to imitate the target, mistakes included (DistillSpec: alig
 draft with the target is what raises acceptance), so every answer is kept by default;
 `keep: correct` keeps only those the shared answer checker accepts.
 
-`simulated_acceptance` measures how well a draft would be accepted on these outputs,
-exactly and cheaply: greedy speculative decoding accepts a drafted token iff it equals
-the target's next greedy token, and the target's greedy continuation is the distilled
-text, so one teacher-forced forward of the draft over prompt + answer gives every
-acceptance decision of every round for a fixed draft length.
+How well a draft trained on these answers is accepted: specdraft.train.acceptance.
 """
 
 from __future__ import annotations
@@ -21,7 +17,8 @@ from typing import Any
 from tqdm import tqdm
 
 from specdraft.answers import judge
-from specdraft.generate.engine import GenerationConfig, make_engine
+from specdraft.generate.api import GenerationConfig
+from specdraft.generate.engine import make_engine
 from specdraft.generate.resume import Resumable
 from specdraft.io import InputError
 from specdraft.prompts import PromptsConfig, messages
@@ -60,42 +57,3 @@ def distill(target_dir: Path, rows: list[dict[str, Any]], style: str, prompts: P
                "extraction_paths": {p: sum(r["extraction_path"] == p for r in done)
                                     for p in sorted({r["extraction_path"] for r in done})}}
     return kept, metrics
-
-
-def simulated_acceptance(model_dir: Path, draft_dir: Path, rows: list[dict[str, Any]], style: str,
-                         prompts: PromptsConfig, k: int, dtype: str = "float32") -> dict[str, float]:
-    """Acceptance a draft would get with greedy speculative decoding (draft length k) on
-    the target's own outputs `rows[i]['response']` (see the module docstring)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from specdraft.generate.engine import render
-    from specdraft.generate.models import torch_dtype
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    draft = AutoModelForCausalLM.from_pretrained(draft_dir, dtype=torch_dtype(dtype)).eval()
-    rounds = proposed = accepted = tokens = 0
-    for r in rows:
-        prompt = render(tok, messages(prompts, style, r["question"]))
-        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tok(r["response"], add_special_tokens=False)["input_ids"]
-        if not r.get("truncated"):  # a finished answer ends with EOS, which is drafted too
-            a_ids.append(tok.eos_token_id)
-        ids = torch.tensor([p_ids + a_ids])
-        with torch.inference_mode():
-            pred = draft(ids).logits[0, len(p_ids) - 1:-1].argmax(-1).tolist()
-        match = [int(p == t) for p, t in zip(pred, a_ids, strict=True)]
-        pos = 0
-        while pos < len(a_ids):
-            n = min(k, len(a_ids) - pos - 1)  # no drafting past the end
-            acc = 0
-            while acc < n and match[pos + acc]:
-                acc += 1
-            rounds += 1
-            proposed += n
-            accepted += acc
-            pos += acc + 1
-        tokens += len(a_ids)
-    return {"k": k, "rounds": rounds, "proposed": proposed, "accepted": accepted,
-            "acceptance_rate": accepted / proposed if proposed else 0.0,
-            "mean_acceptance_length": tokens / rounds if rounds else 0.0}

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from specdraft.io import InputError, write_json
+from specdraft.io import InputError, atomic_dir, write_json
 from specdraft.prompts import PromptsConfig, messages
 
 log = logging.getLogger("sft")
@@ -46,10 +46,11 @@ class TrainConfig:
     batch_size: int
     grad_accum: int
     max_length: int
+    # no defaults where the two sections differ in conf/config.yaml
+    warmup_ratio: float  # a share of all steps (transformers 5: warmup_steps < 1 is a ratio)
+    val_share: float
     lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.0  # a share of all steps (transformers 5: warmup_steps < 1 is a ratio)
     weight_decay: float = 0.0
-    val_share: float = 0.1
     seed: int = 0
     lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
     bf16: bool = False
@@ -129,7 +130,7 @@ def _trainer_class():
 
 
 def make_trainer(model_dir: str | Path, train: list[dict], val: list[dict], cfg: TrainConfig, ckpt_dir: Path,
-                 live_dir: Path | None, threads_note: str = ""):
+                 live_dir: Path | None):
     """An SFTTrainer on a model folder, with LoRA when cfg.method == 'lora'."""
     import torch
     from datasets import Dataset
@@ -216,14 +217,11 @@ def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: P
 
 
 def _save_merged(trainer, out_dir: Path, cfg: TrainConfig) -> None:
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model = trainer.model
-    if cfg.method == "lora":
-        model.save_pretrained(tmp / "adapter")  # the adapter alone, for reference
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp)
-    trainer.processing_class.save_pretrained(tmp)
-    (tmp / "specdraft.json").write_text(json.dumps({"method": cfg.method}, indent=2))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model = trainer.model
+        if cfg.method == "lora":
+            model.save_pretrained(tmp / "adapter")  # the adapter alone, for reference
+            model = model.merge_and_unload()
+        model.save_pretrained(tmp)
+        trainer.processing_class.save_pretrained(tmp)
+        (tmp / "specdraft.json").write_text(json.dumps({"method": cfg.method}, indent=2))

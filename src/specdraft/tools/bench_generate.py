@@ -1,6 +1,6 @@
 """Generation benchmark: today's path and the CPU fast path, side by side in one run.
 
-    python -m specdraft.generate.bench [--json metrics/bench_generate.json] [--prompts 8]
+    python -m specdraft.tools.bench_generate [--json metrics/bench_generate.json] [--prompts 8]
     make bench-generate
 
 Paths (hf engine, one request at a time unless stated):
@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
+from specdraft.evaluate.stats import alpha_from_acceptance, leviathan_speedup
+from specdraft.generate.api import GenerationConfig
 from specdraft.generate.draft import cheapen, coverage
-from specdraft.generate.engine import GenerationConfig, HFEngine, alpha_from_acceptance, leviathan_speedup
+from specdraft.generate.hf_engine import HFEngine
 from specdraft.io import read_jsonl
 from specdraft.prompts import PromptsConfig, messages
 

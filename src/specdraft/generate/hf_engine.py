@@ -1,0 +1,226 @@
+"""The transformers engine (CPU and GPU).
+
+Batched greedy generation with left padding, and batch-1 decoding, plain or speculative,
+with one or several named drafts:
+
+- `decode_loop: specdraft` (default): specdraft.generate.greedy's lean loop, which counts
+  rounds, proposed and accepted tokens exactly.
+- `decode_loop: transformers`: `generate(assistant_model=...)` with a fixed number of
+  draft tokens per round (the default schedule is dynamic, which would make the draft
+  length a moving target); acceptance is counted with forward hooks on the two models
+  (public API, no patching): rounds = target forwards, proposed = draft forwards,
+  accepted = generated tokens - rounds.
+
+torch and transformers are imported when an engine is built, not at import.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from specdraft.generate.api import GenerationConfig, GenOutput, check_model_dir
+from specdraft.io import InputError
+from specdraft.prompts import render
+
+
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+class _Counter:
+    """Counts forward calls of a module, and the time spent in them, with public hooks."""
+
+    def __init__(self, module: Any):
+        self.n = 0
+        self.seconds = 0.0
+        self._t0 = 0.0
+        self.handles = [module.register_forward_pre_hook(self._pre), module.register_forward_hook(self._post)]
+
+    def _pre(self, *_: Any) -> None:
+        self._t0 = time.perf_counter()
+
+    def _post(self, *_: Any) -> None:
+        self.n += 1
+        self.seconds += time.perf_counter() - self._t0
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+class HFEngine:
+    """transformers engine; `draft_dir` enables speculative decoding (batch 1)."""
+
+    name = "hf"
+
+    def __init__(self, target_dir: str | Path, draft_dir: str | Path | dict[str, Path] | None,
+                 cfg: GenerationConfig, device: str | None = None,
+                 draft_data: tuple[Sequence[str], Sequence[str]] | None = None):
+        """`draft_dir`: one draft folder, or {name: folder} for several (each request picks
+        one). `draft_data`: (answers, questions) the drafts were trained on; with
+        generation.draft_vocab > 0 their heads keep the most frequent tokens of these."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from specdraft.generate.models import check_tokenizers, torch_dtype
+
+        dirs = {} if draft_dir is None else dict(draft_dir) if isinstance(draft_dir, dict) else {"draft": draft_dir}
+        for d in (target_dir, *dirs.values()):
+            check_model_dir(d)
+        self.cfg = cfg
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.cpu_kernels = cfg.cpu_kernels if self.device == "cpu" else "default"
+        dt = torch_dtype(cfg.dtype)
+        self.tokenizer = AutoTokenizer.from_pretrained(target_dir, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=dt).to(self.device).eval()
+        self.eos = eos_ids(self.model, self.tokenizer)
+        self.vocab_size = self.model.get_output_embeddings().out_features
+        if self.cpu_kernels == "onednn":
+            from specdraft.generate.cpu_kernels import pack_linears
+
+            pack_linears(self.model)
+        self.drafts: dict[str, Any] = {}
+        self.draft_subset: list[int] | None = None  # token ids the drafts may propose (None: all)
+        if dirs and self.cfg.draft_vocab:
+            from specdraft.generate import draft as d
+
+            if draft_data is None:
+                raise InputError("generation.draft_vocab > 0 needs the draft's training data (distilled answers)")
+            ranking = d.token_ranking(self.tokenizer, *draft_data)
+            self.draft_subset = d.vocab_subset(self.tokenizer, ranking, self.cfg.draft_vocab, self.vocab_size)
+        for name, path in dirs.items():
+            check_tokenizers(self.tokenizer, AutoTokenizer.from_pretrained(path))
+            draft = AutoModelForCausalLM.from_pretrained(path, dtype=dt).to(self.device).eval()
+            gc = draft.generation_config
+            gc.num_assistant_tokens = cfg.num_speculative_tokens
+            gc.num_assistant_tokens_schedule = "constant"  # a fixed draft length
+            gc.assistant_confidence_threshold = 0.0  # never stop drafting early
+            self.drafts[name] = self._cheapen_draft(draft)
+        self._torch = torch
+
+    @property
+    def draft(self) -> Any:
+        """The first (usually only) draft, or None."""
+        return next(iter(self.drafts.values()), None)
+
+    def _cheapen_draft(self, draft: Any) -> Any:
+        """Restricted head, int8 weights, packed kernels, as generation.* asks (see
+        specdraft.generate.draft); the target is never changed by these."""
+        from specdraft.generate import draft as d
+
+        if self.cfg.draft_quant == "int8" and self.device != "cpu":
+            raise InputError("generation.draft_quant: int8 is a CPU path (torch dynamic quantisation); use none")
+        return d.cheapen(draft, self.draft_subset, self.cfg.draft_quant, self.cpu_kernels)
+
+    # ------------------------------------------------------------------ helpers
+    def render(self, msgs: list[dict[str, str]]) -> str:
+        return render(self.tokenizer, msgs)
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            self._torch.cuda.synchronize()
+
+    def _gen_kwargs(self) -> dict[str, Any]:
+        return {"do_sample": False, "max_new_tokens": self.cfg.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id,
+                "temperature": None, "top_p": None, "top_k": None}
+
+    def _finish(self, new_ids: Sequence[int], prompt_tokens: int, latency: float) -> GenOutput:
+        ids = list(new_ids)
+        cut = next((i + 1 for i, t in enumerate(ids) if t in self.eos), None)
+        if cut is not None:
+            ids = ids[:cut]
+        truncated = cut is None and len(ids) >= self.cfg.max_new_tokens
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return GenOutput(text=text, token_ids=ids, prompt_tokens=prompt_tokens, output_tokens=len(ids),
+                         latency_s=latency, truncated=truncated)
+
+    # ---------------------------------------------------------------- generation
+    def generate(self, prompts: list[str], batch_size: int | None = None) -> list[GenOutput]:
+        """Plain greedy generation in batches (left padding). Each output's latency is its
+        batch's wall time."""
+        bs = batch_size or self.cfg.batch_size
+        out: list[GenOutput] = []
+        for i in range(0, len(prompts), bs):
+            chunk = prompts[i:i + bs]
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            self._sync()
+            t = time.perf_counter()
+            with self._torch.inference_mode():
+                seq = self.model.generate(**enc, **self._gen_kwargs())
+            self._sync()
+            dt = time.perf_counter() - t
+            width = enc["input_ids"].shape[1]
+            for j in range(len(chunk)):
+                out.append(self._finish(seq[j, width:].tolist(), int(enc["attention_mask"][j].sum()), dt))
+        return out
+
+    def _pick(self, draft: str | None) -> Any:
+        if not self.drafts:
+            raise InputError("speculative decoding needs a draft model")
+        if draft is None:
+            return self.draft
+        if draft not in self.drafts:
+            raise InputError(f"no draft {draft!r}; loaded: {sorted(self.drafts)}")
+        return self.drafts[draft]
+
+    def generate_one(self, prompt: str, speculative: bool = False, draft: str | None = None) -> GenOutput:
+        """One request at batch 1, plain or speculative (with `draft`, by name, or the
+        first), with acceptance counts."""
+        dm = self._pick(draft) if speculative else None
+        enc = self.tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(self.device)
+        if self.cfg.decode_loop == "specdraft":
+            return self._generate_lean(enc["input_ids"][0].tolist(), dm)
+        kw = self._gen_kwargs()
+        counters = []
+        if speculative:
+            kw["assistant_model"] = dm
+            counters = [_Counter(self.model), _Counter(dm)]
+        try:
+            self._sync()
+            t = time.perf_counter()
+            with self._torch.inference_mode():
+                seq = self.model.generate(**enc, **kw)
+            self._sync()
+            dt = time.perf_counter() - t
+        finally:
+            for c in counters:
+                c.remove()
+        res = self._finish(seq[0, enc["input_ids"].shape[1]:].tolist(), enc["input_ids"].shape[1], dt)
+        if speculative:
+            rounds, proposed = counters[0].n, counters[1].n
+            res.rounds, res.proposed = rounds, proposed
+            res.draft_forward_s = counters[1].seconds
+            res.target_forward_s = counters[0].seconds
+            # each round yields its accepted draft tokens plus one token from the target
+            res.accepted = max(0, min(proposed, res.output_tokens - rounds))
+        return res
+
+    def _generate_lean(self, prompt_ids: list[int], draft: Any) -> GenOutput:
+        from specdraft.generate.greedy import decode
+
+        self._sync()
+        t = time.perf_counter()
+        d = decode(self.model, prompt_ids, self.cfg.max_new_tokens, self.eos, draft, self.cfg.num_speculative_tokens)
+        self._sync()
+        res = self._finish(d.token_ids, len(prompt_ids), time.perf_counter() - t)
+        if draft is not None:
+            res.rounds, res.proposed, res.accepted = d.rounds, d.proposed, d.accepted
+            res.draft_forward_s, res.target_forward_s = d.draft_s, d.target_s
+        return res
+
+    def simulate(self, prompt_ids: list[int], target_ids: list[int], draft: str | None = None) -> Any:
+        """Exact speculative-decoding counts of a draft on a known greedy target output,
+        without running the target (specdraft.generate.greedy.simulate)."""
+        from specdraft.generate.greedy import simulate
+
+        return simulate(self._pick(draft), prompt_ids, target_ids, self.eos, self.cfg.num_speculative_tokens,
+                        self.cfg.max_new_tokens)

@@ -1,0 +1,1 @@
+"""Developer tools the Makefile runs (benchmarks); no pipeline stage imports them."""
