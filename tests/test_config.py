@@ -127,3 +127,63 @@ def test_every_committed_section_builds(root):
     params = load_params(root / "params.yaml")
     for key, cls in _sections().items():
         section(cls, key, params)
+
+
+BAD_SETTINGS = [
+    ("teacher.max_resubmits", -1, "teacher.max_resubmits: must be >= 0, got -1"),
+    ("teacher.poll.initial_s", 0, "teacher.poll.initial_s: must be > 0, got 0"),
+    ("teacher.min_accepted_share", 1.5, "teacher.min_accepted_share: must be >= 0 and <= 1, got 1.5"),
+    ("generation.max_new_tokens", 0, "generation.max_new_tokens: must be >= 1, got 0"),
+    ("generation.max_new_tokens", -5, "generation.max_new_tokens: must be >= 1, got -5"),
+    ("generation.batch_size", 0, "generation.batch_size: must be >= 1, got 0"),
+    ("models.draft", {"layers": "two"}, "models.draft: a self-draft is {layers: N} with an integer N >= 1"),
+    ("data.source", 123, "data.source: hub, sample or dir:PATH, got 123"),
+    ("train_target.learning_rate", 0, "train_target.learning_rate: must be > 0, got 0"),
+    ("train_draft.method", "qlora", "train_draft.method: 'qlora' unknown; valid: ['lora', 'full']"),
+    ("eval.timed_prompts", -1, "eval.timed_prompts: must be >= 0, got -1"),
+    ("prepare.n_test", 0, "prepare.n_test: must be >= 1, got 0"),
+    ("runtime.threads", 0, "runtime.threads: must be >= 1, got 0"),
+]
+
+
+def _with(params, key, value):
+    import copy
+
+    p = copy.deepcopy(params)
+    *head, last = key.split(".")
+    cur = p
+    for k in head:
+        cur = cur[k]
+    cur[last] = value
+    return p
+
+
+@pytest.mark.parametrize("key,value,msg", BAD_SETTINGS)
+def test_every_bad_setting_is_refused_with_its_key(root, key, value, msg):
+    from specdraft.schema import check_all
+
+    params = load_params(root / "params.yaml")
+    check_all(params)  # the committed settings pass
+    with pytest.raises(InputError, match="params.yaml: " + msg.replace("[", r"\[").replace("{", r"\{")):
+        check_all(_with(params, key, value))
+
+
+@pytest.mark.parametrize("key,value,msg", [BAD_SETTINGS[3], BAD_SETTINGS[6], BAD_SETTINGS[0]])
+def test_a_stage_refuses_a_bad_setting_at_once_and_writes_nothing(tmp_path, root, key, value, msg):
+    """The real stage process: exit 2 within seconds (before any model load), the key in
+    the message, no output. train_target checks every section, so a bad generation
+    setting stops it before training rather than after."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with(load_params(root / "params.yaml"), key, value)))
+    cmd = [sys.executable, "-m", "specdraft.stages.train_target", "--scenario", "gsm8k", "--style", "cot", "--base",
+           "models/base/target", "--cot", "cot.jsonl", "--cod", "cod.jsonl", "--out", "out", "--live", "live"]
+    t = time.monotonic()
+    p = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root / "src")}, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2 and time.monotonic() - t < 10, p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("error: params.yaml: " + msg.split(",")[0]), p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["params.yaml"]

@@ -57,7 +57,7 @@ def test_dry_run_paper_profile_composes(tmp_path):
                   "compare@gsm8k", "analyze", "report"):
         assert f"Running stage '{stage}'" in out, stage
     # composed from the paper profile: the launcher param reaches the training command
-    assert "python -m specdraft.stages.train_target --name gsm8k-cot" in out
+    assert "python -m specdraft.stages.train_target --scenario gsm8k --style cot" in out
     # the composition is real: an unknown profile fails to compose
     bad = subprocess.run([venv_bin("dvc"), "exp", "run", "--dry", "--force", "-S", "profile=nope"], cwd=repo,
                          capture_output=True, text=True, env=clone_env(repo))

@@ -60,10 +60,15 @@ def test_pool_with_test_split_excludes_drawn_test_rows_and_records_shortfall(roo
     data, scenarios = _data(root)
     sc = _sc(scenarios, "math_intalg_l34")
     assert sc.pool_splits == ["train", "test"]
-    out = prepare("math_intalg_l34", sc, data, PrepareConfig(n_train=1000, n_test=10, seed=0))
+    # more training rows than there are: an error naming the counts, unless allowed
+    with pytest.raises(InputError, match=r"scenarios.math_intalg_l34: prepare.n_train is 1000 but only 94 rows are "
+                                         r"available .*prepare.allow_shortfall: true"):
+        prepare("math_intalg_l34", sc, data, PrepareConfig(n_train=1000, n_test=10, seed=0))
+    out = prepare("math_intalg_l34", sc, data, PrepareConfig(n_train=1000, n_test=10, seed=0, allow_shortfall=True))
     # 56 train + 48 test rows of IA L3-4 in the sample; 10 go to test.
     assert out.stats["pool_size"] == 56 + 48 - 10
     assert len(out.train) == 94 and out.stats["shortfall"] == 1000 - 94
+    assert out.stats["warnings"] == ["prepare.n_train: 94 of 1000 rows available"]
     assert not {r["id"] for r in out.train} & {r["id"] for r in out.test}
 
 
@@ -122,3 +127,26 @@ def test_real_math_intalg_from_shared_dir(root, shared_data):
     assert out.stats["pool_size"] <= 641 + 443 - 300
     assert out.stats["shortfall"] == 1000 - len(out.train) > 0
     assert all(r["id"].startswith("math/test/intermediate_algebra/") for r in out.test)
+
+
+@pytest.mark.parametrize("line,msg", [
+    ('{"question": null, "answer": "#### 2"}', "field 'question' must be a non-empty string, got None"),
+    ('{"question": 12345, "answer": "#### 2"}', "field 'question' must be a non-empty string, got 12345"),
+    ('{"question": "  ", "answer": "#### 2"}', "field 'question' must be a non-empty string, got '  '"),
+    ('{"question": "What is 1+1?", "answer": ""}', "field 'answer' must be a non-empty string"),
+])
+def test_bad_rows_of_a_dir_source_name_file_line_and_field(root, tmp_path, line, msg):
+    good = json.dumps({"question": "What is 2+2?", "answer": "2+2=4\n#### 4"})
+    (tmp_path / "gsm8k").mkdir()
+    (tmp_path / "gsm8k/test.jsonl").write_text(good + "\n" + line + "\n")
+    (tmp_path / "gsm8k/train.jsonl").write_text(good + "\n")
+    data, scenarios = _data(root, source=f"dir:{tmp_path}")
+    with pytest.raises(InputError, match=rf"gsm8k/test.jsonl:2: {msg}".replace("(", r"\(").replace(")", r"\)")):
+        prepare("gsm8k", _sc(scenarios, "gsm8k"), data, PrepareConfig(n_train=1, n_test=2))
+
+
+def test_non_utf8_file_names_file_and_line(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(b'{"question": "a"}\n{"question": "caf\xe9"}\n')
+    with pytest.raises(InputError, match=r"x.jsonl:2: not UTF-8 \(byte 0xe9 at column 18\)"):
+        read_jsonl(p, ["question"])

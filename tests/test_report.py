@@ -61,4 +61,7 @@ def test_summary_header(tmp_path):
     text = summary(EV, setup, {"gsm8k": {"n_train": 24, "n_test": 6}}, [tmp_path / "f.png"], tmp_path)
     assert text.splitlines()[2] == ("Profile **local**; target `gguf:x/y.gguf`, draft `{'layers': 2}`; engine **hf**, "
                                     "greedy, max_new_tokens 96, 2 draft tokens per round; data source `sample`.")
-    assert "| gsm8k | 24 | 6 |" in text and "![f](f.png)" in text
+    assert "| gsm8k | 24 | 6 |" in text and "![f](f.png)" in text and "Shortfall" not in text
+    short = {"gsm8k": {"n_train": 24, "n_test": 6, "warnings": ["prepare.n_train: 24 of 40 rows available"]}}
+    assert "**Shortfall, gsm8k:** prepare.n_train: 24 of 40 rows available (prepare.allow_shortfall)." in \
+        summary(EV, setup, short, [], tmp_path).splitlines()

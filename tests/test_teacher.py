@@ -24,6 +24,10 @@ from specdraft.teacher.pipeline import run_cod, run_cot
 from specdraft.teacher.reference import cod_from_cot, cot_from_gold
 
 KEY = "test-key-not-a-secret-123"
+# the cot stage's command line, as dvc.yaml writes it for scenario gsm8k
+COT_ARGS = ["--scenario", "gsm8k", "--prepared", "data/prepared/gsm8k/train.jsonl", "--out",
+            "data/teacher/cot/gsm8k.jsonl", "--rejected", "data/teacher/cot/gsm8k.rejected.jsonl", "--metrics",
+            "metrics/teacher/cot/gsm8k.json"]
 
 
 @pytest.fixture
@@ -106,7 +110,7 @@ def test_reference_pipeline_pairs_cot_and_cod(tmp_path, params, prompts):
     (tmp_path / "cod").mkdir()
     write_jsonl(tmp_path / "cot/s.jsonl", acc)
     write_jsonl(tmp_path / "cod/s.jsonl", cod[:2])
-    assert [r["id"] for r in training_rows(tmp_path, "s", "cot")] == [r["id"] for r in cod[:2]]
+    assert [r["id"] for r in training_rows(tmp_path / "cot/s.jsonl", tmp_path / "cod/s.jsonl", "cot")] == [r["id"] for r in cod[:2]]
 
 
 # ---------------------------------------------------------------------- gemini batch
@@ -143,7 +147,7 @@ def test_line_error_succeeds_on_resubmission_and_blocked_is_rejected(tmp_path, p
 
     with FakeGemini(answer) as fake:
         gemini_env(fake)
-        acc, rej, m = run_cot(_rows(5), prompts, _cfg(params), tmp_path)
+        acc, rej, m = run_cot(_rows(5), prompts, _cfg(params, min_accepted_share=0.0), tmp_path)
         assert fake.create_calls == 2  # the follow-up batch held only the failed key
         assert [r["key"] for r in fake.requests_seen[5:]] == ["gsm8k/train/1"]
         assert sorted(r["id"] for r in acc) == ["gsm8k/train/0", "gsm8k/train/1"]
@@ -260,7 +264,7 @@ def test_crash_after_job_creation_resumes_same_job(tmp_path, root, params, gemin
     with FakeGemini(_right) as fake:
         env = {**os.environ, "GOOGLE_GEMINI_BASE_URL": fake.url, "GEMINI_API_KEY": KEY,
                "PYTHONPATH": str(root / "src")}
-        cmd = [sys.executable, "-m", "specdraft.stages.cot", "--scenario", "gsm8k"]
+        cmd = [sys.executable, "-m", "specdraft.stages.cot", *COT_ARGS]
         fake.hold.clear()  # jobs stay RUNNING
         proc = subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert fake.created.wait(60), proc.communicate()[0]
@@ -289,7 +293,7 @@ def test_stage_without_key_fails_with_clear_message(tmp_path, root, params):
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
     env["PYTHONPATH"] = str(root / "src")
     t = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "specdraft.stages.cot", "--scenario", "gsm8k"], cwd=ws, env=env,
+    done = subprocess.run([sys.executable, "-m", "specdraft.stages.cot", *COT_ARGS], cwd=ws, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "set GEMINI_API_KEY" in done.stderr
     assert not Path(ws / "data/teacher").exists() and time.monotonic() - t < 60
@@ -313,3 +317,18 @@ def test_real_data_reference_teacher_acceptance(shared_data, prompts, params, tm
                                   "chars_ratio_cod_over_cot_mean")})
         assert m2["paired"] / len(rows) >= floor
         assert m2["chars_ratio_cod_over_cot_mean"] < 0.7
+
+
+def test_a_pass_accepting_too_little_fails_with_the_reasons_and_keeps_results(tmp_path, params, prompts,
+                                                                              gemini_env):
+    def mostly_wrong(key, request, rnd):
+        return _right(key, request, rnd) if key.endswith("/0") else ok_line("It is 7.\n#### 7")
+
+    with FakeGemini(mostly_wrong) as fake:
+        gemini_env(fake)
+        with pytest.raises(TeacherError, match=r"accepted 1 of 4 answers \(25% < teacher.min_accepted_share 50%\); "
+                                               r"rejected by reason: \{'wrong_answer': 3\}"):
+            run_cot(_rows(4), prompts, _cfg(params), tmp_path)
+        # the paid results are kept: a rerun with a lower bar uses them, no new job
+        acc, rej, m = run_cot(_rows(4), prompts, _cfg(params, min_accepted_share=0.2), tmp_path)
+        assert fake.create_calls == 1 and len(acc) == 1 and m["rejected_by_reason"]["wrong_answer"] == 3

@@ -43,6 +43,7 @@ def test_labels_mask_every_prompt_token_and_prompt_matches_evaluation(base_model
         assert prompt_text == render(tok, messages(prompts, style, rows[0]["question"]))
 
 
+@pytest.mark.slow  # 25-30 s of real LoRA training: in `make test`, not `make test-fast`
 def test_sft_lowers_loss_and_merged_model_equals_base_plus_adapter(base_models, local_prompts, tmp_path):
     prompts, _ = local_prompts
     rows = _rows(local_prompts, 8)

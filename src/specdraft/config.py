@@ -156,6 +156,28 @@ def get(params: dict[str, Any], dotted: str, file: str | os.PathLike = PARAMS_FI
     return cur
 
 
+def setting(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
+    """A dataclass field with its valid range or choices, checked by `build` with the
+    dotted key in the message: a bad value stops the stage before it starts work."""
+    meta = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt), ("choices", choices)) if v is not None}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _check(f: dataclasses.Field, value: Any, where: str) -> None:
+    m = f.metadata
+    if value is None or not m:
+        return
+    if "choices" in m and value not in m["choices"]:
+        raise InputError(f"{PARAMS_FILE}: {where}: {value!r} unknown; valid: {list(m['choices'])}")
+    bounds = [(op, m[op]) for op in ("ge", "gt", "le", "lt") if op in m]
+    ok = {"ge": lambda a, b: a >= b, "gt": lambda a, b: a > b, "le": lambda a, b: a <= b, "lt": lambda a, b: a < b}
+    if not all(ok[op](value, b) for op, b in bounds):
+        sign = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+        raise InputError(f"{PARAMS_FILE}: {where}: must be " + " and ".join(f"{sign[op]} {b}" for op, b in bounds)
+                         + f", got {value!r}")
+
+
 def build(cls: type[T], data: Any, where: str) -> T:
     """Instantiate dataclass `cls` from a mapping, recursively, rejecting unknown keys."""
     if not isinstance(data, dict):
@@ -172,6 +194,7 @@ def build(cls: type[T], data: Any, where: str) -> T:
                 raise InputError(f"{PARAMS_FILE}: {where}: missing key {name!r}")
             continue
         kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+        _check(f, kwargs[name], f"{where}.{name}")
     if not _TRACE_DIR:
         return cls(**kwargs)
     with untraced():  # __post_init__ validates every field; that is not a use
@@ -221,7 +244,7 @@ class RuntimeConfig:
     """Process-wide settings: torch threads matter on a 2-core laptop (the
     local profile measures both cores against one in conf/profile/local.yaml)."""
 
-    threads: int = 1
+    threads: int = setting(1, ge=1)
     seed: int = 0
 
 

@@ -98,9 +98,11 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> i
 
 
 def read_jsonl(
-    path: str | os.PathLike, required: Sequence[str] = (), *, tolerate_partial_last_line: bool = False
+    path: str | os.PathLike, required: Sequence[str] = (), *, tolerate_partial_last_line: bool = False,
+    text_fields: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Read a JSONL file; every row must be an object holding the `required` fields.
+    """Read a UTF-8 JSONL file; every row must be an object holding the `required` fields,
+    and each of `text_fields` must be a non-empty string.
 
     `tolerate_partial_last_line` is for append-only resume files: a crash can cut the
     last line, which is then dropped (and regenerated) instead of failing the run.
@@ -109,8 +111,14 @@ def read_jsonl(
     if not path.exists():
         raise InputError(f"{path}: file not found")
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        lines = fh.readlines()
+    with path.open("rb") as fh:
+        raw_lines = fh.readlines()
+    lines = []
+    for lineno, raw in enumerate(raw_lines, start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}:{lineno}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -125,6 +133,9 @@ def read_jsonl(
         missing = [f for f in required if f not in row]
         if missing:
             raise InputError(f"{path}:{lineno}: missing field {missing[0]!r} (required: {list(required)})")
+        for f in text_fields:
+            if not isinstance(row.get(f), str) or not row[f].strip():
+                raise InputError(f"{path}:{lineno}: field {f!r} must be a non-empty string, got {row.get(f)!r}")
         rows.append(row)
     return rows
 

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from specdraft.answers import extract_gold
+from specdraft.config import setting
 from specdraft.data.sources import DataConfig, RawRow, load_split
 from specdraft.io import InputError
 
@@ -32,9 +33,12 @@ class ScenarioConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
-    n_train: int
-    n_test: int
+    n_train: int = setting(ge=1)
+    n_test: int = setting(ge=1)
     seed: int = 0
+    # Fewer rows than asked for is an error unless allowed (then a warning in the metrics
+    # and the report): a silent shortfall changes what the experiment measures.
+    allow_shortfall: bool = False
 
 
 @dataclasses.dataclass
@@ -116,6 +120,14 @@ def prepare(name: str, sc: ScenarioConfig, data: DataConfig, cfg: PrepareConfig)
     if not train or not test:
         raise InputError(f"{where}: empty selection (train {len(train)}, test {len(test)} rows) "
                          f"from source {data.source!r} with filters {sc.filters}")
+    short = {k: (asked, got) for k, asked, got in (("n_train", cfg.n_train, len(train)),
+                                                     ("n_test", cfg.n_test, len(test))) if got < asked}
+    if short and not cfg.allow_shortfall:
+        raise InputError(f"{where}: " + "; ".join(f"prepare.{k} is {a} but only {g} rows are available"
+                                                  for k, (a, g) in short.items())
+                         + " (pool: the splits " + ", ".join(sc.pool_splits) + " after filters, without test rows); "
+                         "ask for fewer, or set prepare.allow_shortfall: true to go on with what there is")
+    stats["warnings"] = [f"prepare.{k}: {g} of {a} rows available" for k, (a, g) in short.items()]
     stats.update(pool_size=len(pool), n_train_requested=cfg.n_train, n_train=len(train),
                  n_test_requested=cfg.n_test, n_test=len(test),
                  shortfall=max(0, cfg.n_train - len(train)), test_shortfall=max(0, cfg.n_test - len(test)),

@@ -75,7 +75,7 @@ def load_split(
         path = base / f"{split}.jsonl"
         if not path.exists():
             raise InputError(f"{base}: unknown split {split!r}; valid: {valid}")
-        recs = read_jsonl(path, required)
+        recs = read_jsonl(path, required, text_fields=required)
         return [RawRow(_row_id(name, None, split, i, r, ds), split, r) for i, r in enumerate(recs)]
     return _load_hub(name, ds, split, hub_configs or ds.hub_configs)
 
@@ -100,5 +100,10 @@ def _load_hub(name: str, ds: DatasetConfig, split: str, configs: list[str]) -> l
         if missing:
             raise InputError(f"hub {ds.hub_path} ({config}) split {split}: missing field {missing[0]!r}")
         tag = config if len(configs) > 1 else None
-        rows.extend(RawRow(_row_id(name, tag, split, i, dict(r), ds), split, dict(r)) for i, r in enumerate(d))
+        for i, r in enumerate(d):
+            for f in (ds.question_field, ds.solution_field):
+                if not isinstance(r[f], str) or not r[f].strip():
+                    raise InputError(f"hub {ds.hub_path} ({config}) split {split} row {i}: field {f!r} must be a "
+                                     f"non-empty string, got {r[f]!r}")
+            rows.append(RawRow(_row_id(name, tag, split, i, dict(r), ds), split, dict(r)))
     return rows

@@ -31,11 +31,12 @@ from typing import Any
 from tqdm import tqdm
 
 from specdraft.answers import PATH_NONE, judge
+from specdraft.config import setting
 from specdraft.evaluate.stats import alpha_from_acceptance, leviathan_speedup, median_ci, percentile, wilson
 from specdraft.generate.api import GenerationConfig, GenOutput
 from specdraft.generate.engine import make_engine
 from specdraft.io import InputError
-from specdraft.prompts import PromptsConfig, messages
+from specdraft.prompts import STYLES, PromptsConfig, messages
 
 DRAFTS = ("trained", "base")
 
@@ -52,11 +53,11 @@ class EvalConfig:
     """Section `eval` of params.yaml."""
 
     variants: dict[str, Variant]
-    base_style: str = "cot"  # the untrained target is prompted with the CoT prompt
-    timed_prompts: int = 32  # batch-1 timing of plain vs speculative decoding
-    batch_size: int = 16  # throughput mode (vllm)
+    base_style: str = setting("cot", choices=STYLES)  # the untrained target is prompted with the CoT prompt
+    timed_prompts: int = setting(32, ge=0)  # batch-1 timing of plain vs speculative decoding
+    batch_size: int = setting(16, ge=1)  # throughput mode (vllm)
     throughput: bool = True
-    max_diverging_share: float = 0.01
+    max_diverging_share: float = setting(0.01, ge=0, le=1)
     seed: int = 0
     comparisons: list[list[str]] = dataclasses.field(default_factory=list)
 
@@ -313,14 +314,14 @@ def throughput_speedup(target_dir: Path, draft_dir: Path, rows: list[dict[str, A
     return out
 
 
-def resolve_models(models: Path, scenario: str, style: str | None, variants: dict[str, Variant],
-                   ) -> tuple[Path, dict[str, Path]]:
-    """(target folder, {variant: draft folder}) for a target and its speculative variants."""
-    if style is None:  # the untrained target
-        return models / "base" / "target", {}
+def resolve_drafts(variants: dict[str, Variant], folders: dict[str, Path | None]) -> dict[str, Path]:
+    """{variant: draft folder}: each variant's draft kind (trained | untrained) mapped to
+    the folder the stage's command names for it."""
     drafts = {}
     for name, v in variants.items():
         if v.draft not in DRAFTS:
             raise InputError(f"params.yaml: eval.variants.{name}.draft: {v.draft!r} unknown; valid: {list(DRAFTS)}")
-        drafts[name] = models / "draft" / f"{scenario}-{style}" if v.draft == "trained" else models / "base" / "draft"
-    return models / "target" / f"{scenario}-{style}", drafts
+        if folders.get(v.draft) is None:
+            raise InputError(f"eval.variants.{name} needs the {v.draft} draft: pass --{v.draft}-draft")
+        drafts[name] = Path(folders[v.draft])
+    return drafts

@@ -93,6 +93,7 @@ class Engine(Protocol):
     engine's draft; outputs are token-identical to plain decoding either way."""
 
     name: str
+    cfg: GenerationConfig
     tokenizer: Any
     draft_subset: list[int] | None
 

@@ -36,6 +36,16 @@ class ModelsConfig:
     dtype: str = "float32"
     hf_revision: dict[str, str] = dataclasses.field(default_factory=dict)  # repo_id -> revision
 
+    def __post_init__(self) -> None:
+        d = self.draft
+        if isinstance(d, dict):
+            layers = d.get("layers")
+            if set(d) != {"layers"} or not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
+                raise InputError(f"params.yaml: models.draft: a self-draft is {{layers: N}} with an integer N >= 1, "
+                                 f"got {d!r}")
+        elif not isinstance(d, str):
+            raise InputError(f"params.yaml: models.draft: a model spec (string) or {{layers: N}}, got {d!r}")
+
 
 def torch_dtype(name: str):
     import torch

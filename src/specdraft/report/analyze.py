@@ -30,8 +30,7 @@ def _summary(xs: list[float]) -> dict[str, float]:
 
 
 def analyze(scenarios: list[str], tokenizer: Any, prompts: PromptsConfig, max_length: int, n_train: int,
-            teacher_dir: Path = Path("data/teacher"), metrics_dir: Path = Path("metrics/teacher"),
-            ) -> tuple[dict[str, Any], dict[str, dict[str, list[float]]], list[str]]:
+            teacher_dir: Path, metrics_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, list[float]]], list[str]]:
     """(per-scenario stats, raw distributions for the figures, warnings)."""
     stats: dict[str, Any] = {}
     dist: dict[str, dict[str, list[float]]] = {}
@@ -41,7 +40,7 @@ def analyze(scenarios: list[str], tokenizer: Any, prompts: PromptsConfig, max_le
         d: dict[str, list[float]] = {}
         tokens: dict[str, dict[str, int]] = {}
         for style in STYLES:
-            rows = training_rows(teacher_dir, sc, style)
+            rows = training_rows(teacher_dir / "cot" / f"{sc}.jsonl", teacher_dir / "cod" / f"{sc}.jsonl", style)
             rej = read_jsonl(teacher_dir / style / f"{sc}.rejected.jsonl")
             tm = read_json(metrics_dir / style / f"{sc}.json")
             toks = {r["id"]: len(tokenizer(r["response"], add_special_tokens=False)["input_ids"]) for r in rows}

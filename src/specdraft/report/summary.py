@@ -16,7 +16,7 @@ CONFIG_ORDER = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_untrained", "c
 SMALL_N = 100
 
 
-def load_eval(scenarios: list[str], root: Path = Path("metrics/eval")) -> dict[str, dict[str, Any]]:
+def load_eval(scenarios: list[str], root: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for sc in scenarios:
         d = root / sc
@@ -249,6 +249,10 @@ def summary(evals: dict[str, dict[str, Any]], setup: dict[str, Any], prepare: di
     for sc, p in prepare.items():
         lines.append(f"| {sc} | {p['n_train']} | {p['n_test']} |")
     lines.append("")
+    for sc, p in prepare.items():
+        lines += [f"**Shortfall, {sc}:** {w} (prepare.allow_shortfall)." for w in p.get("warnings", [])]
+    if any(p.get("warnings") for p in prepare.values()):
+        lines.append("")
     for sc, ev in evals.items():
         lines += [f"## {sc}", ""] + table(ev) + [""]
     lines += hypotheses(evals)

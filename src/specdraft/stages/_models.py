@@ -1,28 +1,26 @@
-"""Paths and config shared by the training, distillation and evaluation stage entry points."""
+"""What the training, distillation and evaluation stage entry points share: their
+scratch folders (outside DVC's outputs, which DVC deletes before a stage runs, so a
+killed stage resumes from them) and the arguments that name a target and its data.
+
+Pipeline paths themselves come from dvc.yaml, through each stage's command line.
+"""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from specdraft.io import InputError
 from specdraft.prompts import STYLES
 
-BASE = Path("models/base")
-CKPT = Path(".specdraft/checkpoints")  # outside DVC outs: resumable
+CKPT = Path(".specdraft/checkpoints")
 PARTIAL = Path(".specdraft/partial")
 
 
-def split_name(name: str) -> tuple[str, str]:
-    """'<scenario>-<style>' -> (scenario, style); scenarios may contain '_' but not '-'."""
-    scenario, _, style = name.rpartition("-")
-    if not scenario or style not in STYLES:
-        raise InputError(f"expected <scenario>-<style> with style in {list(STYLES)}, got {name!r}")
-    return scenario, style
+def add_name_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--style", required=True, choices=STYLES)
 
 
-def target_dir(name: str) -> Path:
-    return Path("models/target") / name
-
-
-def draft_dir(name: str) -> Path:
-    return Path("models/draft") / name
+def run_name(args: argparse.Namespace) -> str:
+    """A name for this run's scratch files: <scenario>-<style>."""
+    return f"{args.scenario}-{args.style}"

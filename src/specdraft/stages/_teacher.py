@@ -31,8 +31,17 @@ class TeacherStage:
         # resumes from here.
         return Path(self.teacher.state_dir) / self.style / self.scenario
 
-    def write(self, accepted: list[dict[str, Any]], rejected: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
-        base = Path("data/teacher") / self.style
-        write_jsonl(base / f"{self.scenario}.rejected.jsonl", rejected)
-        write_jsonl(base / f"{self.scenario}.jsonl", accepted)
-        write_json(Path("metrics/teacher") / self.style / f"{self.scenario}.json", metrics)
+    def write(self, args: Any, accepted: list[dict[str, Any]], rejected: list[dict[str, Any]],
+              metrics: dict[str, Any]) -> None:
+        """To the paths the stage's command names (--out, --rejected, --metrics)."""
+        write_jsonl(args.rejected, rejected)
+        write_jsonl(args.out, accepted)
+        write_json(args.metrics, metrics)
+
+
+def add_output_args(p: Any) -> None:
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--prepared", required=True, type=Path, help="input: the prepared training questions")
+    p.add_argument("--out", required=True, type=Path, help="output: accepted answers (jsonl)")
+    p.add_argument("--rejected", required=True, type=Path, help="output: rejected answers with the reason")
+    p.add_argument("--metrics", required=True, type=Path, help="output: counts, cost, step statistics (json)")

@@ -16,6 +16,7 @@ from pathlib import Path
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
 from specdraft.generate.models import ModelsConfig, build_base_models
 from specdraft.io import write_json
+from specdraft.schema import check_all
 from specdraft.stages._cli import run
 
 log = logging.getLogger("base_models")
@@ -23,6 +24,7 @@ log = logging.getLogger("base_models")
 
 def main(args: argparse.Namespace) -> None:
     params = load_params()
+    check_all(params)  # every section, before minutes of work
     apply_runtime(section(RuntimeConfig, "runtime", params))
     cfg = section(ModelsConfig, "models", params)
     t = time.monotonic()
@@ -35,6 +37,6 @@ def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--out", default="models/base")
-    p.add_argument("--metrics", default="metrics/base_models.json")
+    p.add_argument("--out", required=True, help="output: folder of the target/ and draft/ models")
+    p.add_argument("--metrics", required=True, help="output: what was built (json)")
     run(main, p)

@@ -22,7 +22,7 @@ def main(args: argparse.Namespace) -> None:
     params = load_params()
     pairs = get(params, "eval.comparisons")
     seed = int(get(params, "eval.seed"))
-    folder = Path("data/eval") / args.scenario
+    folder = args.preds
     out = {}
     for a, b in pairs:
         pa = read_jsonl(folder / f"{a}.jsonl", ["id", "correct", "output_tokens"])
@@ -31,10 +31,12 @@ def main(args: argparse.Namespace) -> None:
         c = out[f"{a}_vs_{b}"]
         log.info("%s: %s vs %s: accuracy %+.3f (p=%.3f), tokens x%.2f", args.scenario, a, b, c["accuracy_diff"],
                  c["p_value"], c["output_tokens_ratio"])
-    write_json(Path("metrics/eval") / args.scenario / "comparisons.json", out)
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--scenario", required=True)
+    p.add_argument("--preds", required=True, type=Path, help="input folder: <config>.jsonl per configuration")
+    p.add_argument("--out", required=True, type=Path, help="output: the comparisons (json)")
     run(main, p)

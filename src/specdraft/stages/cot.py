@@ -13,7 +13,7 @@ import logging
 
 from specdraft.io import read_jsonl
 from specdraft.stages._cli import run
-from specdraft.stages._teacher import TeacherStage
+from specdraft.stages._teacher import TeacherStage, add_output_args
 from specdraft.teacher.pipeline import PREPARED_FIELDS, run_cot
 
 log = logging.getLogger("cot")
@@ -21,13 +21,13 @@ log = logging.getLogger("cot")
 
 def main(args: argparse.Namespace) -> None:
     st = TeacherStage.load(args.scenario, "cot")
-    rows = read_jsonl(f"data/prepared/{args.scenario}/train.jsonl", PREPARED_FIELDS)
+    rows = read_jsonl(args.prepared, PREPARED_FIELDS)
     acc, rej, metrics = run_cot(rows, st.prompts, st.teacher, st.state_dir)
-    st.write(acc, rej, metrics)
+    st.write(args, acc, rej, metrics)
     log.info("%s: %d/%d CoT accepted; rejected %s", args.scenario, len(acc), len(rows), metrics["rejected_by_reason"])
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--scenario", required=True)
+    add_output_args(p)
     run(main, p)

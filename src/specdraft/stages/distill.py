@@ -17,8 +17,9 @@ from specdraft.generate.api import GenerationConfig
 from specdraft.generate.resume import Resumable, fingerprint, model_fingerprint
 from specdraft.io import write_json, write_jsonl
 from specdraft.prompts import PromptsConfig
+from specdraft.schema import check_all
 from specdraft.stages._cli import run
-from specdraft.stages._models import PARTIAL, split_name, target_dir
+from specdraft.stages._models import PARTIAL, add_name_args, run_name
 from specdraft.teacher.core import training_rows
 from specdraft.train.distill import DistillConfig, distill
 
@@ -27,24 +28,29 @@ log = logging.getLogger("distill")
 
 def main(args: argparse.Namespace) -> None:
     params = load_params()
+    check_all(params)  # every section, before minutes of work
     apply_runtime(section(RuntimeConfig, "runtime", params))
-    scenario, style = split_name(args.name)
     gen = section(GenerationConfig, "generation", params)
     cfg = section(DistillConfig, "distill", params)
     prompts = section(PromptsConfig, "prompts", params)
-    rows = training_rows("data/teacher", scenario, style)
-    tdir = target_dir(args.name)
-    fp = fingerprint([model_fingerprint(tdir), gen, prompts, style])
-    resume = Resumable(PARTIAL / "distill" / f"{args.name}.jsonl", fp)
-    kept, metrics = distill(tdir, rows, style, prompts, gen, cfg, resume)
-    write_jsonl(Path("data/distilled") / f"{args.name}.jsonl", kept)
-    write_json(Path("metrics/distill") / f"{args.name}.json", metrics)
+    rows = training_rows(args.cot, args.cod, args.style)
+    name = run_name(args)
+    fp = fingerprint([model_fingerprint(args.target), gen, prompts, args.style])
+    resume = Resumable(PARTIAL / "distill" / f"{name}.jsonl", fp)
+    kept, metrics = distill(args.target, rows, args.style, prompts, gen, cfg, resume)
+    write_jsonl(args.out, kept)
+    write_json(args.metrics, metrics)
     resume.close()
-    log.info("%s: accuracy %.3f on %d training questions, %.1f tokens", args.name, metrics["accuracy"],
+    log.info("%s: accuracy %.3f on %d training questions, %.1f tokens", name, metrics["accuracy"],
              metrics["n"], metrics["mean_output_tokens"])
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--name", required=True, help="<scenario>-<style>")
+    add_name_args(p)
+    p.add_argument("--target", required=True, type=Path, help="input: the trained target's folder")
+    p.add_argument("--cot", required=True, type=Path, help="input: accepted CoT answers of the scenario")
+    p.add_argument("--cod", required=True, type=Path, help="input: accepted CoD answers of the scenario")
+    p.add_argument("--out", required=True, type=Path, help="output: the target's answers (jsonl)")
+    p.add_argument("--metrics", required=True, type=Path, help="output: accuracy and lengths (json)")
     run(main, p)

@@ -26,14 +26,15 @@ from specdraft.evaluate.run import (
     config_name,
     evaluate_target,
     plain_metrics,
-    resolve_models,
+    resolve_drafts,
     speculative_metrics,
     throughput_speedup,
 )
 from specdraft.generate.api import GenerationConfig
 from specdraft.generate.resume import Resumable, fingerprint, model_fingerprint
-from specdraft.io import read_jsonl, write_json, write_jsonl
-from specdraft.prompts import PromptsConfig, check_style
+from specdraft.io import InputError, read_jsonl, write_json, write_jsonl
+from specdraft.prompts import STYLES, PromptsConfig, check_style
+from specdraft.schema import check_all
 from specdraft.stages._cli import run
 from specdraft.stages._models import PARTIAL
 
@@ -42,22 +43,27 @@ log = logging.getLogger("evaluate")
 
 def main(args: argparse.Namespace) -> None:
     params = load_params()
+    check_all(params)  # every section, before minutes of work
     apply_runtime(section(RuntimeConfig, "runtime", params))
     cfg = section(EvalConfig, "eval", params)
     gen = section(GenerationConfig, "generation", params)
     prompts = section(PromptsConfig, "prompts", params)
     style = check_style(args.style or cfg.base_style)
     name = args.style or "base"
-    target, drafts = resolve_models(Path("models"), args.scenario, args.style, cfg.variants)
-    rows = read_jsonl(Path("data/prepared") / args.scenario / "test.jsonl", ["id", "question", "answer"])
+    target = args.target
+    drafts = resolve_drafts(cfg.variants, {"trained": args.trained_draft, "base": args.base_draft}) \
+        if args.style else {}
+    rows = read_jsonl(args.test, ["id", "question", "answer"])
     draft_data = None
     if drafts and gen.draft_vocab:  # the restricted head ranks the draft's training tokens
-        distilled = read_jsonl(Path("data/distilled") / f"{args.scenario}-{style}.jsonl", ["question", "response"])
+        if args.draft_data is None:
+            raise InputError("generation.draft_vocab > 0 needs --draft-data (the draft's training answers)")
+        distilled = read_jsonl(args.draft_data, ["question", "response"])
         draft_data = ([r["response"] for r in distilled], [r["question"] for r in distilled])
     # (settings read only with drafts stay unread without them: dvc.yaml declares what is read)
     fp = fingerprint([model_fingerprint(target, *drafts.values()), gen, prompts, style,
                       cfg.timed_prompts if drafts else 0, draft_data])
-    partial = PARTIAL / "eval" / args.scenario
+    partial = PARTIAL / "eval" / args.scenario  # scratch, named like the outputs
     resume_plain = Resumable(partial / f"{name}.plain.jsonl", fp)
     resume_timed = Resumable(partial / f"{name}.timed.jsonl", fp)
     preds = evaluate_target(target, drafts, rows, style, prompts, gen, cfg, resume_plain, resume_timed, draft_data)
@@ -76,9 +82,8 @@ def main(args: argparse.Namespace) -> None:
             m["throughput_speedup"] = None  # the hf engine drafts at batch 1 only
         out[m["config"]] = m
     for config, m in out.items():
-        write_jsonl(Path("data/eval") / args.scenario / f"{config}.jsonl", preds["plain" if config == name else
-                                                                               config[len(style) + 1:]])
-        write_json(Path("metrics/eval") / args.scenario / f"{config}.json", m)
+        write_jsonl(args.preds / f"{config}.jsonl", preds["plain" if config == name else config[len(style) + 1:]])
+        write_json(args.metrics / f"{config}.json", m)
     resume_plain.close()
     resume_timed.close()
     for config, m in out.items():
@@ -91,5 +96,14 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", required=True)
-    p.add_argument("--style", help="cot or cod: the trained target and its speculative variants (omit: base)")
+    p.add_argument("--style", choices=STYLES,
+                   help="the style of the trained target --target, evaluated with its speculative variants "
+                        "(omit for the untrained target: configuration base)")
+    p.add_argument("--target", required=True, type=Path, help="input: the target's folder")
+    p.add_argument("--test", required=True, type=Path, help="input: the test questions (jsonl)")
+    p.add_argument("--trained-draft", type=Path, help="input: the draft trained for this target (with --style)")
+    p.add_argument("--base-draft", type=Path, help="input: the untrained (base) draft (with --style)")
+    p.add_argument("--draft-data", type=Path, help="input: the trained draft's training answers (draft_vocab)")
+    p.add_argument("--preds", required=True, type=Path, help="output folder: <config>.jsonl per configuration")
+    p.add_argument("--metrics", required=True, type=Path, help="output folder: <config>.json per configuration")
     run(main, p)

@@ -30,14 +30,16 @@ def main(args: argparse.Namespace) -> None:
     if sc.dataset not in datasets:
         raise InputError(f"scenarios.{args.scenario}.dataset: unknown dataset {sc.dataset!r}; "
                          f"valid: {sorted(datasets)}")
-    data = DataConfig(source=get(params, "data.source"), sample_dir=get(params, "data.sample_dir"),
+    source = get(params, "data.source")
+    if not isinstance(source, str):
+        raise InputError(f"params.yaml: data.source: hub, sample or dir:PATH, got {source!r}")
+    data = DataConfig(source=source, sample_dir=get(params, "data.sample_dir"),
                       datasets={sc.dataset: section(DatasetConfig, ds_key, params)})
     cfg = section(PrepareConfig, "prepare", params)
     out = prepare(args.scenario, sc, data, cfg)
-    folder = Path(args.out) / args.scenario
-    write_jsonl(folder / "test.jsonl", out.test)
-    write_jsonl(folder / "train.jsonl", out.train)
-    write_json(Path(args.metrics) / f"{args.scenario}.json", out.stats)
+    write_jsonl(args.test, out.test)
+    write_jsonl(args.train, out.train)
+    write_json(args.metrics, out.stats)
     log.info("%s: %d train (pool %d, shortfall %d), %d test", args.scenario, out.stats["n_train"],
              out.stats["pool_size"], out.stats["shortfall"], out.stats["n_test"])
 
@@ -45,6 +47,7 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--scenario", required=True)
-    p.add_argument("--out", default="data/prepared")
-    p.add_argument("--metrics", default="metrics/prepare")
+    p.add_argument("--train", required=True, type=Path, help="output: the training questions (jsonl)")
+    p.add_argument("--test", required=True, type=Path, help="output: the test questions (jsonl)")
+    p.add_argument("--metrics", required=True, type=Path, help="output: counts and shortfall (json)")
     run(main, p)

@@ -1,8 +1,7 @@
 """Stage report: reports/summary.md and reports/figures/report_*.png.
 
 Reads metrics/eval/ (every configuration and the comparisons), metrics/prepare/ and the
-training curves in metrics/train/. Params read: meta, models, generation, data.source,
-scenarios.
+training curves in metrics/train/ (folders named on the command line).
 """
 
 from __future__ import annotations
@@ -22,11 +21,17 @@ def main(args: argparse.Namespace) -> None:
     setup = {k: get(params, k) for k in ("meta.profile", "models.target", "models.draft", "generation.engine",
                                           "generation.max_new_tokens", "generation.num_speculative_tokens",
                                           "data.source")}
-    evals = load_eval(scenarios)
-    prepare = {sc: read_json(Path("metrics/prepare") / f"{sc}.json") for sc in scenarios}
-    figs = figures(evals, Path("metrics/train"), Path("reports/figures"))
-    write_text("reports/summary.md", summary(evals, setup, prepare, figs, Path("reports")))
+    evals = load_eval(scenarios, args.eval)
+    prepare = {sc: read_json(args.prepare / f"{sc}.json") for sc in scenarios}
+    figs = figures(evals, args.train, args.figures)
+    write_text(args.out, summary(evals, setup, prepare, figs, args.out.parent))
 
 
 if __name__ == "__main__":
-    run(main, argparse.ArgumentParser(description=__doc__))
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--eval", required=True, type=Path, help="input folder: <scenario>/<config>.json metrics")
+    p.add_argument("--prepare", required=True, type=Path, help="input folder: <scenario>.json data counts")
+    p.add_argument("--train", required=True, type=Path, help="input folder: training curves (dvclive)")
+    p.add_argument("--out", required=True, type=Path, help="output: the summary (markdown)")
+    p.add_argument("--figures", required=True, type=Path, help="output folder: report_*.png")
+    run(main, p)

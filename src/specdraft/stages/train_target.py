@@ -15,8 +15,9 @@ from pathlib import Path
 
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
 from specdraft.prompts import PromptsConfig
+from specdraft.schema import check_all
 from specdraft.stages._cli import run
-from specdraft.stages._models import BASE, CKPT, split_name, target_dir
+from specdraft.stages._models import CKPT, add_name_args, run_name
 from specdraft.teacher.core import training_rows
 from specdraft.train.sft import TrainConfig, train_and_save
 
@@ -25,19 +26,25 @@ log = logging.getLogger("train_target")
 
 def main(args: argparse.Namespace) -> None:
     params = load_params()
+    check_all(params)  # every section, before minutes of work
     rt = section(RuntimeConfig, "runtime", params)
-    scenario, style = split_name(args.name)
     cfg = section(TrainConfig, "train_target", params)
     apply_runtime(dataclasses.replace(rt, threads=cfg.threads or rt.threads))
     prompts = section(PromptsConfig, "prompts", params)
-    rows = training_rows("data/teacher", scenario, style)
-    m = train_and_save(BASE / "target", rows, prompts, style, "response", cfg, target_dir(args.name),
-                       CKPT / "target" / args.name, Path("metrics/train/target") / args.name)
-    log.info("%s: %d steps, train loss %.3f -> %.3f, eval loss %s", args.name, m["steps"], m["train_loss_first"],
+    rows = training_rows(args.cot, args.cod, args.style)
+    name = run_name(args)
+    m = train_and_save(args.base, rows, prompts, args.style, "response", cfg, args.out, CKPT / "target" / name,
+                       args.live)
+    log.info("%s: %d steps, train loss %.3f -> %.3f, eval loss %s", name, m["steps"], m["train_loss_first"],
              m["train_loss_last"], m["eval_loss"])
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--name", required=True, help="<scenario>-<style>")
+    add_name_args(p)
+    p.add_argument("--base", required=True, type=Path, help="input: the untrained target's folder")
+    p.add_argument("--cot", required=True, type=Path, help="input: accepted CoT answers of the scenario")
+    p.add_argument("--cod", required=True, type=Path, help="input: accepted CoD answers of the scenario")
+    p.add_argument("--out", required=True, type=Path, help="output: the trained (merged) target's folder")
+    p.add_argument("--live", required=True, type=Path, help="output: training curves and metrics (dvclive)")
     run(main, p)

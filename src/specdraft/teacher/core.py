@@ -116,11 +116,11 @@ def step_stats(texts: list[str], budget: int = 5) -> dict[str, float]:
 TEACHER_FIELDS = ("id", "question", "answer", "response")
 
 
-def training_rows(teacher_dir: str | Path, scenario: str, style: str) -> list[dict[str, Any]]:
-    """The final training set of `style`: only questions accepted in both passes, by id."""
-    teacher_dir = Path(teacher_dir)
-    cot = read_jsonl(teacher_dir / "cot" / f"{scenario}.jsonl", TEACHER_FIELDS)
-    cod = read_jsonl(teacher_dir / "cod" / f"{scenario}.jsonl", TEACHER_FIELDS)
+def training_rows(cot_file: str | Path, cod_file: str | Path, style: str) -> list[dict[str, Any]]:
+    """The final training set of `style`: only questions accepted in both passes (the
+    accepted CoT and CoD files of one scenario), by id."""
+    cot = read_jsonl(cot_file, TEACHER_FIELDS)
+    cod = read_jsonl(cod_file, TEACHER_FIELDS)
     both = {r["id"] for r in cot} & {r["id"] for r in cod}
     rows = cot if style == "cot" else cod
     return sorted((r for r in rows if r["id"] in both), key=lambda r: r["id"])

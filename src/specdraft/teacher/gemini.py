@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from specdraft.config import setting
 from specdraft.io import atomic_open, read_json, write_json
 from specdraft.prompts import to_gemini
 from specdraft.teacher.core import TeacherError, TeacherItem, TeacherResult
@@ -57,39 +58,42 @@ class Price:
 
 @dataclasses.dataclass(frozen=True)
 class PollConfig:
-    initial_s: float = 30.0
-    max_s: float = 600.0
-    multiplier: float = 1.5
-    timeout_s: float = 172800.0  # jobs expire after 48 h
+    initial_s: float = setting(30.0, gt=0)
+    max_s: float = setting(600.0, gt=0)
+    multiplier: float = setting(1.5, ge=1)
+    timeout_s: float = setting(172800.0, gt=0)  # jobs expire after 48 h
 
 
 @dataclasses.dataclass(frozen=True)
 class RetryConfig:
     """Retries of temporary errors (429, 5xx, connection): attempts include the first."""
 
-    attempts: int = 8
-    initial_s: float = 1.0
-    max_s: float = 60.0
+    attempts: int = setting(8, ge=1)
+    initial_s: float = setting(1.0, gt=0)
+    max_s: float = setting(60.0, gt=0)
 
 
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
     """Section `teacher` of params.yaml."""
 
-    backend: str  # reference | gemini-batch | gemini
-    model: str
-    temperature: float
-    max_output_tokens: int
-    thinking_budget: int
-    prices_per_mtok: dict[str, Price]
-    batch_discount: float = 0.5
-    max_cost_usd: float = 25.0
-    max_resubmits: int = 2
+    backend: str = setting(choices=("reference", "gemini-batch", "gemini"))
+    model: str = setting()
+    temperature: float = setting(ge=0)
+    max_output_tokens: int = setting(ge=1)
+    thinking_budget: int = setting(ge=-1)  # -1: the model's default
+    prices_per_mtok: dict[str, Price] = setting()
+    batch_discount: float = setting(0.5, gt=0, le=1)
+    max_cost_usd: float = setting(25.0, ge=0)
+    max_resubmits: int = setting(2, ge=0)
     poll: PollConfig = dataclasses.field(default_factory=PollConfig)
     retry: RetryConfig = dataclasses.field(default_factory=RetryConfig)
     state_dir: str = ".specdraft/teacher"
-    max_retries: int = 5  # interactive backend
+    max_retries: int = setting(5, ge=0)  # interactive backend
     api_version: str = "v1beta"  # the Batch API lives on v1beta
+    # A pass that accepts less than this share of its questions fails (with the counts by
+    # reject reason) instead of training on what little is left; results are kept for a rerun.
+    min_accepted_share: float = setting(0.5, ge=0, le=1)
 
     def price(self) -> Price:
         if self.model not in self.prices_per_mtok:

@@ -18,6 +18,7 @@ from specdraft.prompts import PromptsConfig, messages, summarize_messages
 from specdraft.teacher.core import (
     REJECT_REASONS,
     Backend,
+    TeacherError,
     TeacherItem,
     TeacherResult,
     step_stats,
@@ -68,6 +69,13 @@ def _finish(rows: list[dict[str, Any]], items: list[TeacherItem], results: dict[
         "tokens_out": sum(r.output_tokens + r.thoughts_tokens for r in res_list),
         "cost_usd": 0.0 if backend.name == "reference" else usage_cost(res_list, cfg, getattr(backend, "batch", False)),
     }
+    if rows and metrics["accepted_share"] < cfg.min_accepted_share:
+        raise TeacherError(f"the teacher accepted {len(accepted)} of {len(rows)} answers "
+                           f"({metrics['accepted_share']:.0%} < teacher.min_accepted_share "
+                           f"{cfg.min_accepted_share:.0%}); rejected by reason: "
+                           f"{ {k: v for k, v in metrics['rejected_by_reason'].items() if v} }. Nothing was written; "
+                           "the teacher's results are kept (a rerun does not pay again): fix the prompts or "
+                           "settings, or lower the share")
     return accepted, rejected, metrics
 
 

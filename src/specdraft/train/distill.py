@@ -17,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from specdraft.answers import judge
+from specdraft.config import setting
 from specdraft.generate.api import GenerationConfig
 from specdraft.generate.engine import make_engine
 from specdraft.generate.resume import Resumable
@@ -28,7 +29,7 @@ KEEP = ("all", "correct")
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-    keep: str = "all"
+    keep: str = setting("all", choices=("all", "correct"))
 
 
 def distill(target_dir: Path, rows: list[dict[str, Any]], style: str, prompts: PromptsConfig,

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from specdraft.config import setting
 from specdraft.io import InputError, atomic_dir, write_json
 from specdraft.prompts import PromptsConfig, messages
 
@@ -29,9 +30,9 @@ log = logging.getLogger("sft")
 
 @dataclasses.dataclass(frozen=True)
 class LoraSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = setting(16, ge=1)
+    alpha: int = setting(32, gt=0)
+    dropout: float = setting(0.05, ge=0, lt=1)
     target_modules: list[str] = dataclasses.field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
@@ -40,15 +41,15 @@ class LoraSettings:
 class TrainConfig:
     """Sections `train_target` / `train_draft` of params.yaml."""
 
-    method: str  # lora | full
-    learning_rate: float
-    epochs: float
-    batch_size: int
-    grad_accum: int
-    max_length: int
+    method: str = setting(choices=("lora", "full"))
+    learning_rate: float = setting(gt=0)
+    epochs: float = setting(gt=0)
+    batch_size: int = setting(ge=1)
+    grad_accum: int = setting(ge=1)
+    max_length: int = setting(ge=16)
     # no defaults where the two sections differ in conf/config.yaml
-    warmup_ratio: float  # a share of all steps (transformers 5: warmup_steps < 1 is a ratio)
-    val_share: float
+    warmup_ratio: float = setting(ge=0, lt=1)  # a share of all steps (transformers 5: warmup_steps < 1 is a ratio)
+    val_share: float = setting(ge=0, lt=1)
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
     seed: int = 0
@@ -56,15 +57,15 @@ class TrainConfig:
     bf16: bool = False
     gradient_checkpointing: bool = False
     load_in_4bit: bool = False  # QLoRA (bitsandbytes, GPU extra)
-    logging_steps: int = 1
-    save_steps: int = 20
+    logging_steps: int = setting(1, ge=1)
+    save_steps: int = setting(20, ge=1)
     use_cpu: bool = True
     # How the stage is started: "python", or "accelerate launch --config_file
     # conf/accelerate/<ddp|fsdp|zero3>.yaml" for several GPUs (used in dvc.yaml's cmd).
     launcher: str = "python"
     # Training is compute-bound (unlike decoding, which is memory-bound and gains nothing
     # from a second thread here): a thread count of its own; null = runtime.threads.
-    threads: int | None = None
+    threads: int | None = setting(None, ge=1)
 
 
 METHODS = ("lora", "full")
