@@ -121,11 +121,14 @@ def test_real_gsm8k_from_shared_dir(root, shared_data):
 
 def test_real_math_intalg_from_shared_dir(root, shared_data):
     data, scenarios = _data(root, source=f"dir:{shared_data}")
+    with pytest.raises(InputError, match="prepare.n_train is 1000 but only 784 rows are available"):
+        prepare("math_intalg_l34", _sc(scenarios, "math_intalg_l34"), data,
+                PrepareConfig(n_train=1000, n_test=300, seed=0))
     out = prepare("math_intalg_l34", _sc(scenarios, "math_intalg_l34"), data,
-                  PrepareConfig(n_train=1000, n_test=300, seed=0))
-    # 641 train + 443 test rows of IA L3-4; 300 drawn for test.
-    assert out.stats["pool_size"] <= 641 + 443 - 300
-    assert out.stats["shortfall"] == 1000 - len(out.train) > 0
+                  PrepareConfig(n_train=1000, n_test=300, seed=0, allow_shortfall=True))
+    # 641 train + 443 test rows of IA L3-4; 300 drawn for test (the paper profile's sizes).
+    assert out.stats["pool_size"] == 641 + 443 - 300 == len(out.train)
+    assert out.stats["shortfall"] == 1000 - 784 and out.stats["warnings"] == ["prepare.n_train: 784 of 1000 rows available"]
     assert all(r["id"].startswith("math/test/intermediate_algebra/") for r in out.test)
 
 

@@ -309,7 +309,7 @@ def test_real_data_reference_teacher_acceptance(shared_data, prompts, params, tm
     data = DataConfig(source=f"dir:{shared_data}", sample_dir="", datasets=datasets)
     for name, floor in (("gsm8k", 0.995), ("math_algebra_l12", 0.98), ("math_intalg_l34", 0.98)):
         sc = build(ScenarioConfig, {**params["scenarios"][name], "pool_splits": ["train"]}, name)
-        rows = prepare(name, sc, data, PrepareConfig(n_train=100000, n_test=1, seed=0)).train
+        rows = prepare(name, sc, data, PrepareConfig(n_train=100000, n_test=1, seed=0, allow_shortfall=True)).train
         acc, _, m = run_cot(rows, prompts, cfg, tmp_path)
         cod, _, m2 = run_cod(acc, {r["id"]: r for r in rows}, prompts, cfg, tmp_path)
         print(name, len(rows), m["accepted_share"], m2["accepted"] / len(rows), m2["rejected_by_reason"],
