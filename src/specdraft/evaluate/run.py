@@ -189,9 +189,11 @@ def plain_metrics(preds: list[dict[str, Any]]) -> dict[str, Any]:
     return m
 
 
-def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0) -> dict[str, Any]:
-    """Answers and acceptance over every question (acceptance simulated exactly), timing,
-    cost ratio and exactness over the timed ones."""
+def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0, simulated: bool = True) -> dict[str, Any]:
+    """Answers and acceptance over every question (acceptance simulated exactly, or with
+    `simulated=False` the engine's own counts: vllm decodes every question speculatively),
+    timing, cost ratio and exactness over the timed ones. Cost ratio and the predicted
+    speedup need the draft's and target's forward times, which only the hf engine reports."""
     m = _answer_metrics(preds)
     rounds = sum(p["sim_rounds"] for p in preds)
     proposed = sum(p["sim_proposed"] for p in preds)
@@ -200,7 +202,8 @@ def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0) -> d
     alpha = alpha_from_acceptance(rate, k)
     plain_toks = sum(p["plain_output_tokens"] for p in preds)
     timed = [p for p in preds if p["timed"]]
-    m.update({"num_speculative_tokens": k, "acceptance_source": "simulated on every question",
+    m.update({"num_speculative_tokens": k,
+              "acceptance_source": "simulated on every question" if simulated else "engine counts, every question",
               "acceptance_rate": rate, "alpha": alpha,
               "mean_acceptance_length": plain_toks / rounds if rounds else 0.0,
               "draft_vocab_coverage": sum(p["plain_tokens_in_draft_vocab"] for p in preds) / plain_toks
@@ -214,11 +217,14 @@ def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0) -> d
     # Leviathan's c: one draft step / one target decode step; the draft step is timed inside
     # speculative decoding, the target step from the plain run of the same prompts.
     target_step = sum(p["plain_latency_s"] for p in timed) / sum(p["plain_timed_output_tokens"] for p in timed)
-    draft_step = sum(p["draft_forward_s"] or 0.0 for p in timed) / t_proposed if t_proposed else 0.0
-    c = draft_step / target_step if target_step else 0.0
-    # one verify forward (k+1 tokens) in target decode steps; Leviathan's model assumes 1
-    verify = sum(p["target_forward_s"] for p in timed) / t_rounds / target_step if t_rounds else None
-    predicted = leviathan_speedup(alpha, k, c)
+    forward_times = all(p["draft_forward_s"] is not None and p["target_forward_s"] is not None for p in timed)
+    c = verify = predicted = None
+    if forward_times:
+        draft_step = sum(p["draft_forward_s"] for p in timed) / t_proposed if t_proposed else 0.0
+        c = draft_step / target_step if target_step else 0.0
+        # one verify forward (k+1 tokens) in target decode steps; Leviathan's model assumes 1
+        verify = sum(p["target_forward_s"] for p in timed) / t_rounds / target_step if t_rounds else None
+        predicted = leviathan_speedup(alpha, k, c)
     speedup = float(statistics.median(ratios))
     diverging = [{"id": p["id"], "first_divergence": p["first_divergence"], "tokens": p["diverging_tokens"]}
                  for p in timed if not p["same_as_plain"]]
@@ -227,11 +233,11 @@ def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0) -> d
               "plain_tokens_per_s": sum(p["plain_timed_output_tokens"] for p in timed)
               / sum(p["plain_latency_s"] for p in timed),
               "timed_acceptance_rate": sum(p["accepted"] for p in timed) / t_proposed if t_proposed else 0.0,
-              "simulation_matches_engine": sum(p["simulation_matches_engine"] for p in timed),
+              "simulation_matches_engine": sum(p["simulation_matches_engine"] for p in timed) if simulated else None,
               "speedup": speedup, "speedup_ci95": median_ci(ratios, seed),
               "cost_ratio_c": c, "verify_cost": verify, "predicted_speedup": predicted,
               "predicted_speedup_with_verify": leviathan_speedup(alpha, k, c, verify) if verify else None,
-              "efficiency": speedup / predicted if predicted else 0.0,
+              "efficiency": speedup / predicted if predicted else None,
               "diverging_outputs": len(diverging), "diverging_share": len(diverging) / len(timed),
               "diverging": diverging})
     return m
@@ -245,9 +251,11 @@ def check_divergence(m: dict[str, Any], max_share: float, where: str) -> None:
 
 def evaluate_target(target_dir: Path, drafts: dict[str, Path], rows: list[dict[str, Any]], style: str,
                     prompts: PromptsConfig, gen: GenerationConfig, cfg: EvalConfig, resume_plain, resume_timed,
-                    draft_data: tuple[list[str], list[str]] | None = None) -> dict[str, list[dict[str, Any]]]:
+                    draft_data: tuple[list[str], list[str]] | None = None,
+                    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
     """Predictions of the plain configuration ('plain') and of each variant in `drafts`
-    (variant name -> draft folder), resumable through the two Resumable files."""
+    (variant name -> draft folder), resumable through the two Resumable files (hf engine);
+    and the vllm engine's own speculative counters per variant (empty for hf)."""
     variants = list(drafts)
     timed_rows = [r for r in rows if r["id"] in set(timed_ids(rows, cfg.timed_prompts if drafts else 0))]
     if gen.engine == "vllm":
@@ -264,14 +272,16 @@ def evaluate_target(target_dir: Path, drafts: dict[str, Path], rows: list[dict[s
             sims[v][r["id"]] = engine.simulate(ids, plain[r["id"]]["token_ids"], draft=v)
     subset = set(engine.draft_subset) if engine.draft_subset is not None else None  # one for every draft
     subsets = {v: subset for v in variants}
-    return predictions(plain, timed, sims, rows, variants, subsets)
+    return predictions(plain, timed, sims, rows, variants, subsets), {}
 
 
 def _evaluate_vllm(target_dir: Path, drafts: dict[str, Path], rows: list[dict[str, Any]], style: str,
-                   prompts: PromptsConfig, gen: GenerationConfig) -> dict[str, list[dict[str, Any]]]:
+                   prompts: PromptsConfig, gen: GenerationConfig,
+                   ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
     """vLLM builds an engine with or without its draft, and two 14B engines rarely fit one
     GPU: a plain pass, then one speculative pass per variant, one request at a time, on
-    every question; acceptance comes from vLLM's own per-request counts."""
+    every question; acceptance comes from vLLM's own per-request counts, and its
+    engine-wide counters (per-position acceptance) are returned per variant."""
     from specdraft.generate.greedy import Decoded
 
     engine = make_engine(target_dir, None, gen)
@@ -282,6 +292,7 @@ def _evaluate_vllm(target_dir: Path, drafts: dict[str, Path], rows: list[dict[st
     plain = {r["id"]: {**_row(r, plain_runs[r["id"]]), "token_ids": plain_runs[r["id"]].token_ids} for r in rows}
     timed: dict[str, dict[str, Any]] = {r["id"]: {"id": r["id"], "plain": _timing(plain_runs[r["id"]])} for r in rows}
     sims: dict[str, dict[str, Any]] = {}
+    counters: dict[str, dict[str, Any]] = {}
     for v, d in drafts.items():
         engine = make_engine(target_dir, d, gen)
         sims[v] = {}
@@ -292,8 +303,9 @@ def _evaluate_vllm(target_dir: Path, drafts: dict[str, Path], rows: list[dict[st
                                  "first_divergence": div, "diverging_tokens": None}
             sims[v][r["id"]] = Decoded(spec.token_ids, spec.rounds or 0, spec.proposed or 0, spec.accepted or 0,
                                        0.0, 0.0)
+        counters[v] = engine.counters()
         del engine
-    return predictions(plain, timed, sims, rows, list(drafts), {v: None for v in drafts})
+    return predictions(plain, timed, sims, rows, list(drafts), {v: None for v in drafts}), counters
 
 
 def throughput_speedup(target_dir: Path, draft_dir: Path, rows: list[dict[str, Any]], style: str,

