@@ -54,6 +54,19 @@ def test_hypotheses_and_caveats_state_the_figures():
     assert any("simulated exactly on all 6 questions" in c and "timed on 4 questions" in c for c in cav)
 
 
+def test_vllm_metrics_without_forward_timings_are_reported():
+    """vllm counts acceptance itself and does not time the draft: no cost ratio, prediction
+    or simulation agreement (evaluate.run.speculative_metrics gives None)."""
+    sd = {**_sd(0.5, 50), "predicted_speedup": None, "efficiency": None, "cost_ratio_c": None, "verify_cost": None,
+          "acceptance_source": "engine counts, every question", "simulation_matches_engine": None}
+    ev = {"gsm8k": {**EV["gsm8k"], "cot_sd": sd}}
+    text = "\n".join(hypotheses(ev))
+    assert "cot_sd: speedup 0.60x [0.50, 0.70] on 4 timed questions (predicted –x, efficiency –; draft cost c –, " \
+           "verify cost – decode steps" in text
+    assert "acceptance 0.250 vs 0.250 with the untrained draft; 0 of 4 timed outputs differ from plain greedy." in text
+    assert table(ev["gsm8k"])[5].endswith("| – | – |")
+
+
 def test_summary_header(tmp_path):
     setup = {"meta.profile": "local", "generation.engine": "hf", "generation.max_new_tokens": 96,
              "generation.num_speculative_tokens": 2, "models.target": "gguf:x/y.gguf", "models.draft": {"layers": 2},

@@ -80,8 +80,8 @@ def hypotheses(evals: dict[str, dict[str, Any]]) -> list[str]:
             u = ev.get(f"{c}_untrained")
             timed = f" on {m['timed_n']} timed questions" if m.get("timed_n") is not None else ""
             parts.append(f"{c}: speedup {m['speedup']:.2f}x{_ci(m['speedup_ci95'])}{timed} (predicted "
-                         f"{m['predicted_speedup']:.2f}x, efficiency {m['efficiency']:.2f}; draft cost c "
-                         f"{m['cost_ratio_c']:.3f}, verify cost {_f(m.get('verify_cost'))} decode steps"
+                         f"{_f(m.get('predicted_speedup'))}x, efficiency {_f(m.get('efficiency'))}; draft cost c "
+                         f"{_f(m.get('cost_ratio_c'), '{:.3f}')}, verify cost {_f(m.get('verify_cost'))} decode steps"
                          + (f", draft vocabulary coverage {m['draft_vocab_coverage']:.3f}"
                             if m.get("draft_vocab_coverage") is not None and m.get("draft_vocab") else "")
                          + "), acceptance" + (f" (simulated exactly on all {m['n']} questions)"
@@ -90,7 +90,8 @@ def hypotheses(evals: dict[str, dict[str, Any]]) -> list[str]:
                                                           if u else "") +
                          f"; {m['diverging_outputs']} of {m.get('timed_n', m['n'])} timed outputs differ from plain "
                          f"greedy" + (f", the simulation matched the engine's counts on {m['simulation_matches_engine']}"
-                                      f" of {m['timed_n']}" if "simulation_matches_engine" in m else "") + ".")
+                                      f" of {m['timed_n']}" if m.get("simulation_matches_engine") is not None
+                                      else "") + ".")
             plain = c.split("_")[0]
             parts.append(_acc_sentence(_cmp(ev, c, plain), c, plain))
         out.append(f"- **{sc}**: " + " ".join(parts))
