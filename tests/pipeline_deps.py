@@ -23,7 +23,6 @@ SRC = ROOT / "src"
 # setting that makes the stage read it.
 CONDITIONAL = {
     "generation.vllm": "generation.engine: vllm",
-    "eval.batch_size": "eval.throughput: true with generation.engine: vllm",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -24,6 +25,35 @@ def test_paper_profile_switches_scale(root):
     # scenarios are profile-independent
     assert paper["scenarios"] == local["scenarios"]
     assert compose(["prepare.n_test=7"])["prepare"]["n_test"] == 7
+
+
+@pytest.mark.parametrize("profile,target,draft", [
+    ("paper", "Qwen/Qwen2.5-14B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),
+    ("paper_qwen3", "Qwen/Qwen3-14B", "Qwen/Qwen3-0.6B"),
+])
+def test_paper_profiles_compose_and_pass_every_check(profile, target, draft):
+    """The paper-scale profiles as a GPU user's `dvc exp run -S profile=...` composes them:
+    every section passes its schema, every hub input is pinned to a commit, and the vLLM
+    settings suit the models (a bf16 divergence tolerance; the draft on one GPU)."""
+    import re
+
+    from specdraft.schema import check_all
+
+    p = compose([f"profile={profile}"])
+    check_all(p)
+    m = p["models"]
+    assert (m["target"], m["draft"], m["dtype"]) == (f"hf:{target}", f"hf:{draft}", "bfloat16")
+    sha = re.compile(r"[0-9a-f]{40}")
+    pins = [m["target_revision"], m["draft_revision"], *(d["hub_revision"] for d in p["data"]["datasets"].values())]
+    assert all(isinstance(x, str) and sha.fullmatch(x) for x in pins), pins
+    assert p["data"]["datasets"]["math"]["id_field"] is None  # EleutherAI/hendrycks_math has no id field
+    assert p["generation"]["engine"] == "vllm" and p["generation"]["num_speculative_tokens"] == 5
+    assert p["generation"]["vllm"]["draft_tensor_parallel_size"] == 1 and p["eval"]["max_diverging_share"] == 1.0
+    # the rehearsal's stand-ins copy the configs of exactly these revisions
+    from specdraft.rehearsal.standins import FAMILIES
+
+    fam = next(f for f in FAMILIES.values() if f["target"].repo_id == target)
+    assert (fam["target"].revision, fam["draft"].revision) == (m["target_revision"], m["draft_revision"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +111,7 @@ def _sections():
     from specdraft.generate.api import GenerationConfig
     from specdraft.generate.models import ModelsConfig
     from specdraft.prompts import PromptsConfig
-    from specdraft.teacher.gemini import TeacherConfig
+    from specdraft.teacher.core import TeacherConfig
     from specdraft.train.distill import DistillConfig
     from specdraft.train.sft import TrainConfig
 
@@ -136,8 +166,16 @@ BAD_SETTINGS = [
     ("generation.max_new_tokens", 0, "generation.max_new_tokens: must be >= 1, got 0"),
     ("generation.max_new_tokens", -5, "generation.max_new_tokens: must be >= 1, got -5"),
     ("generation.batch_size", 0, "generation.batch_size: must be >= 1, got 0"),
-    ("models.draft", {"layers": "two"}, "models.draft: a self-draft is {layers: N} with an integer N >= 1"),
-    ("data.source", 123, "data.source: hub, sample or dir:PATH, got 123"),
+    ("models.draft", {"layers": "two"}, "models.draft.layers: expected int, got 'two'"),
+    ("models.draft", {"layers": 0}, "models.draft.layers: must be >= 1, got 0"),
+    ("models.draft", 7, "models.draft: expected str or a mapping, got 7"),
+    ("models.target", "Qwen/Qwen2.5-14B", "models.target: 'Qwen/Qwen2.5-14B' is not of the form (hf|dir|gguf):.+"),
+    ("data.source", 123, "data.source: expected str, got 123"),
+    ("data.source", "ftp:x", "data.source: 'ftp:x' is not of the form hub|sample|dir:.+"),
+    ("data.datasets.math.answer_format", "latex", "data.datasets.math.answer_format: 'latex' unknown"),
+    ("prompts.system", {"cot": "x"}, "prompts.system: missing 'cod'; needs ['cot', 'cod']"),
+    ("teacher.model", "gemini-9", "teacher.model: 'gemini-9' has no entry in teacher.prices_per_mtok"),
+    ("eval.variants", {"sd": {"draft": "other"}}, "eval.variants.sd.draft: 'other' unknown; valid: ['trained', 'base']"),
     ("train_target.learning_rate", 0, "train_target.learning_rate: must be > 0, got 0"),
     ("train_draft.method", "qlora", "train_draft.method: 'qlora' unknown; valid: ['lora', 'full']"),
     ("eval.timed_prompts", -1, "eval.timed_prompts: must be >= 0, got -1"),
@@ -164,7 +202,7 @@ def test_every_bad_setting_is_refused_with_its_key(root, key, value, msg):
 
     params = load_params(root / "params.yaml")
     check_all(params)  # the committed settings pass
-    with pytest.raises(InputError, match="params.yaml: " + msg.replace("[", r"\[").replace("{", r"\{")):
+    with pytest.raises(InputError, match="params.yaml: " + re.escape(msg)):
         check_all(_with(params, key, value))
 
 
@@ -187,3 +225,53 @@ def test_a_stage_refuses_a_bad_setting_at_once_and_writes_nothing(tmp_path, root
     assert p.returncode == 2 and time.monotonic() - t < 10, p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("error: params.yaml: " + msg.split(",")[0]), p.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["params.yaml"]
+
+
+# Checks outside the declarations that are not checks of a params field's range or choice:
+# each names what it checks instead. Anything else found is a second settings check.
+NOT_SETTINGS_CHECKS = {
+    ("data/prepare.py", "_apply_filters"): "filter values against the values present in the data",
+    ("data/prepare.py", "prepare"): "a reference across sections (scenarios.*.dataset into data.datasets)",
+    ("data/sources.py", "load_split"): "a split against the files present",
+    ("data/sources.py", "_load_hub"): "the hub's rows",
+    ("generate/models.py", "self_draft"): "the draft's layer count against the loaded target's depth",
+    ("io.py", "read_jsonl"): "data rows",
+    ("prompts.py", "check_style"): "a function argument (the stages' --style, never a params field)",
+    ("stages/prepare.py", "main"): "the --scenario argument",
+}
+
+
+def test_settings_are_checked_in_one_place_only(root):
+    """Every range, type and choice of a params field is declared beside the field
+    (specdraft.config.setting) and checked once, where params become settings (build).
+    Any other raise with a range or choice message, or any __post_init__ that raises, is a
+    second check that can drift from the declaration."""
+    import ast
+
+    class Raises(ast.NodeVisitor):
+        """(function, message) of each raise with a range or choice message, or in __post_init__."""
+
+        def __init__(self) -> None:
+            self.stack: list[str] = []
+            self.hits: dict[str, str] = {}
+
+        def generic_visit(self, node):  # noqa: N802
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                self.stack.append(node.name)
+                super().generic_visit(node)
+                self.stack.pop()
+                return
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                text = ast.unparse(node.exc)
+                if re.search(r"unknown|must be|valid:|>= |<= ", text) or self.stack[-1:] == ["__post_init__"]:
+                    self.hits[self.stack[-1] if self.stack else "<module>"] = text[:100]
+            super().generic_visit(node)
+
+    found = {}
+    src = root / "src/specdraft"
+    for f in sorted(src.rglob("*.py")):
+        if f.name != "config.py":
+            v = Raises()
+            v.visit(ast.parse(f.read_text()))
+            found.update({(str(f.relative_to(src)), fn): msg for fn, msg in v.hits.items()})
+    assert set(found) == set(NOT_SETTINGS_CHECKS), {k: v for k, v in found.items() if k not in NOT_SETTINGS_CHECKS}

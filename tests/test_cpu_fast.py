@@ -237,8 +237,12 @@ def test_restricted_head_at_paper_shape_qwen2_tied_vocab():
     ("draft_quant", "int4", r"generation.draft_quant: 'int4' unknown; valid: \['none', 'int8'\]"),
     ("decode_loop", "fast", r"generation.decode_loop: 'fast' unknown"),
     ("max_new_tokens", 0, r"generation.max_new_tokens: must be >= 1"),
-    ("draft_vocab", -5, r"draft_vocab >= 0"),
+    ("draft_vocab", -5, r"generation.draft_vocab: must be >= 0, got -5"),
+    ("vllm", {"draft_tensor_parallel_size": 0}, r"generation.vllm.draft_tensor_parallel_size: must be >= 1"),
 ])
 def test_bad_generation_settings_are_refused(key, value, match):
+    """Checked once, where params become settings (specdraft.config.build)."""
+    from specdraft.config import build
+
     with pytest.raises(InputError, match=match):
-        GenerationConfig(**{key: value})
+        build(GenerationConfig, {key: value}, "generation")

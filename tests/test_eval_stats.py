@@ -7,8 +7,16 @@ from scipy import stats
 
 from specdraft.evaluate.compare import compare
 from specdraft.evaluate.run import check_divergence, first_divergence, plain_metrics, speculative_metrics
-from specdraft.evaluate.stats import mcnemar_exact, median_ci, paired_accuracy_diff, paired_ratio, wilson
-from specdraft.io import InputError
+from specdraft.evaluate.stats import (
+    acceptance_stats,
+    mcnemar_exact,
+    median_ci,
+    paired_accuracy_diff,
+    paired_ratio,
+    pooled_hist,
+    wilson,
+)
+from specdraft.io import InputError, StageError
 
 
 def test_wilson_interval():
@@ -55,47 +63,76 @@ def _pred(i, correct, toks, **kw):
 
 
 def _spec(i, timed, **kw):
-    """A speculative row: simulated counts on every question, engine counts when timed."""
-    row = _pred(i, i % 2 == 0, 20, sim_rounds=10, sim_proposed=20, sim_accepted=10, plain_output_tokens=20,
-                plain_tokens_in_draft_vocab=18, timed=timed)
+    """A speculative row: simulated counts on every question (10 drafting rounds of 2 draft
+    tokens: 3 accepted none, 4 one, 3 both), engine counts when timed."""
+    row = _pred(i, i % 2 == 0, 20, spec_proposed=20, spec_accepted=10, spec_hist=[3, 4, 3], simulated=True,
+                batch_share_s=None, plain_batch_share_s=0.5, plain_output_tokens=20, plain_tokens_in_draft_vocab=18,
+                timed=timed, compared=timed, own_output=timed, same_as_plain=True if timed else None,
+                first_divergence=None)
     if timed:
-        row.update(latency_s=1.0, rounds=10, proposed=20, accepted=10, draft_forward_s=0.4, target_forward_s=1.1,
-                   plain_latency_s=2.0, plain_timed_output_tokens=20, same_as_plain=True, first_divergence=None,
-                   diverging_tokens=None, simulation_matches_engine=True)
+        row.update(latency_s=1.0, rounds=11, proposed=20, accepted=10, draft_forward_s=0.4, target_forward_s=1.1,
+                   plain_latency_s=2.0, plain_timed_output_tokens=20, simulation_matches_engine=True)
     return {**row, **kw}
+
+
+def test_acceptance_figures_from_known_counts():
+    """Every acceptance figure in metrics/ comes from this function (vLLM's definitions)."""
+    st = acceptance_stats(proposed=20, accepted=10, hist=[3, 4, 3])
+    assert st["num_drafts"] == 10 and st["num_draft_tokens"] == 20 and st["num_accepted_tokens"] == 10
+    assert st["acceptance_rate"] == 0.5
+    assert st["mean_acceptance_length"] == 2.0  # 1 + 10 accepted / 10 drafts
+    assert st["acceptance_per_position"] == [0.7, 0.3]  # first token kept in 4+3 of 10, both in 3
+    assert st["zero_acceptance_share"] == 0.3
+    assert pooled_hist([[3, 4, 3], [1, 0, 2], [0, 1]]) == [4, 5, 5]
+    none = acceptance_stats(0, 0, [0, 0, 0])
+    assert none["acceptance_rate"] == 0.0 and none["acceptance_per_position"] == [0.0, 0.0]
 
 
 def test_speculative_metrics_simulated_on_all_timed_on_some():
     preds = [_spec(i, timed=i < 2) for i in range(6)]
     m = speculative_metrics(preds, k=2)
     assert m["n"] == 6 and m["timed_n"] == 2 and m["accuracy"] == 0.5
-    # acceptance from the simulation over all 6 questions: 60 of 120 proposed
+    # acceptance from the simulation over all 6 questions: 60 of 120 proposed, 60 drafting rounds
     assert m["acceptance_rate"] == 0.5 and m["mean_acceptance_length"] == 2.0
+    assert m["acceptance_per_position"] == pytest.approx([0.7, 0.3]) and m["zero_acceptance_share"] == 0.3
     assert m["draft_vocab_coverage"] == pytest.approx(0.9)
     assert m["speedup"] == pytest.approx(2.0)  # 2.0 s plain / 1.0 s speculative on the timed ones
-    # c = (0.4 s / 20 drafts) / (2.0 s / 20 tokens) = 0.2; verify = (1.1 s / 10 rounds) / 0.1 s = 1.1
-    assert m["cost_ratio_c"] == pytest.approx(0.2) and m["verify_cost"] == pytest.approx(1.1)
+    # c = (0.4 s / 20 drafts) / (2.0 s / 20 tokens) = 0.2; verify = (1.1 s / 11 rounds) / 0.1 s = 1.0
+    assert m["cost_ratio_c"] == pytest.approx(0.2) and m["verify_cost"] == pytest.approx(1.0)
     assert m["efficiency"] == pytest.approx(m["speedup"] / m["predicted_speedup"])
-    assert m["diverging_outputs"] == 0 and m["simulation_matches_engine"] == 2
+    assert m["diverging_outputs"] == 0 and m["simulation_matches_engine"] == 2 and m["compared_n"] == 2
+    assert m["throughput_speedup"] is None and m["plain_throughput_tokens_per_s"] == pytest.approx(40.0)
+
+
+def test_decoded_speculative_pass_gives_throughput_and_divergence_on_every_question():
+    """vLLM: every question decoded speculatively in batches (its own outputs and counts)."""
+    preds = [_spec(i, timed=False, simulated=False, batch_share_s=0.25, compared=True, own_output=True,
+                   same_as_plain=(i != 3), first_divergence=(5 if i == 3 else None)) for i in range(4)]
+    m = speculative_metrics(preds, k=2)
+    assert m["acceptance_source"] == "engine counts, every question decoded"
+    assert m["throughput_speedup"] == pytest.approx(2.0)  # 80 tokens in 1.0 s vs 80 in 2.0 s
+    assert (m["compared_n"], m["diverging_outputs"], m["diverging_share"]) == (4, 1, 0.25)
 
 
 def test_plain_metrics_time_only_timed_questions():
-    preds = [_pred(i, i < 3, 10, latency_s=(1.0 if i < 2 else None), batched_equals_batch1=(True if i < 2 else None))
-             for i in range(4)]
+    preds = [_pred(i, i < 3, 10, latency_s=(1.0 if i < 2 else None), batched_equals_batch1=(True if i < 2 else None),
+                   batch_share_s=0.5) for i in range(4)]
     m = plain_metrics(preds)
     assert m["accuracy"] == 0.75 and m["timed_n"] == 2 and m["tokens_per_s"] == pytest.approx(10.0)
+    assert m["throughput_tokens_per_s"] == pytest.approx(20.0)
     assert m["latency_p50_s"] == pytest.approx(1.0) and m["batched_equals_batch1"] == 2
-    untimed = plain_metrics([_pred(0, True, 10, latency_s=None)])
+    untimed = plain_metrics([_pred(0, True, 10, latency_s=None, batch_share_s=0.5)])
     assert untimed["latency_p50_s"] is None and untimed["tokens_per_s"] is None
 
 
 def test_divergence_above_the_limit_fails_naming_the_questions():
-    preds = [_spec(i, timed=True, same_as_plain=(i != 0), first_divergence=(3 if i == 0 else None),
-                   diverging_tokens=(["a", "b"] if i == 0 else None)) for i in range(4)]
+    preds = [_spec(i, timed=True, same_as_plain=(i != 0), first_divergence=(3 if i == 0 else None))
+             for i in range(4)]
     m = speculative_metrics(preds, k=2)
-    assert m["diverging_outputs"] == 1 and m["diverging"][0]["id"] == "q0"
-    with pytest.raises(InputError, match=r"gsm8k/cot_sd: 1 of 4 speculative outputs differ"):
+    assert m["diverging_outputs"] == 1 and m["diverging"][0] == {"id": "q0", "first_divergence": 3}
+    with pytest.raises(StageError, match=r"gsm8k/cot_sd: 1 of 4 speculative outputs differ"):
         check_divergence(m, 0.01, "gsm8k/cot_sd")
+    check_divergence(m, 0.25, "gsm8k/cot_sd")  # a bf16 profile's tolerance
 
 
 def test_compare_requires_same_questions():

@@ -3,8 +3,8 @@
 On tiny random-weight models with the real tokenizer (conftest.tiny_models), so the logic
 runs in seconds. What must hold: the simulation reproduces the engine's own counts on
 every timed question, speculative output equals plain output, a speculative
-configuration's answers are the plain answers where it was not timed, and a killed run
-resumes without decoding again.
+configuration's answers are the plain answers where it was not timed, a killed run
+resumes without decoding again, and a failed divergence check throws no work away.
 """
 
 from __future__ import annotations
@@ -14,10 +14,18 @@ import json
 import pytest
 
 from conftest import ROOT
-from specdraft.evaluate.run import EvalConfig, Variant, evaluate_target, plain_metrics, speculative_metrics
+from specdraft.evaluate.run import (
+    EvalConfig,
+    PassFiles,
+    Variant,
+    evaluate,
+    evaluate_target,
+    plain_metrics,
+    speculative_metrics,
+)
 from specdraft.generate.api import GenerationConfig
 from specdraft.generate.hf_engine import HFEngine
-from specdraft.generate.resume import Resumable
+from specdraft.io import StageError, read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +40,21 @@ GEN = GenerationConfig(max_new_tokens=20, batch_size=4, num_speculative_tokens=2
 CFG = EvalConfig(variants={"sd": Variant("trained"), "sd_untrained": Variant("base")}, timed_prompts=3)
 
 
-def _run(tiny, rows, prompts, tmp_path):
-    plain_r, timed_r = Resumable(tmp_path / "p.jsonl", "fp"), Resumable(tmp_path / "t.jsonl", "fp")
+def _drafts(tiny):
     # two drafts: the self-draft, and the target itself (accepts every proposal)
-    drafts = {"sd": tiny / "draft", "sd_untrained": tiny / "target"}
-    preds, counters = evaluate_target(tiny / "target", drafts, rows, "cot", prompts, GEN, CFG, plain_r, timed_r)
-    assert counters == {}  # the hf engine simulates acceptance; only vllm returns its counters
-    return preds, plain_r, timed_r
+    return {"sd": tiny / "draft", "sd_untrained": tiny / "target"}
+
+
+def _run(tiny, rows, prompts, tmp_path):
+    files = PassFiles(tmp_path, "cot", "fp")
+    with HFEngine(tiny / "target", _drafts(tiny), GEN) as eng:
+        preds = evaluate_target(eng, rows, "cot", prompts, ["sd", "sd_untrained"], 3, files)
+    return preds, files
 
 
 def test_one_process_evaluates_plain_and_every_variant(tiny_models, sample_rows, local_prompts, tmp_path):
     prompts, _ = local_prompts
-    preds, plain_r, timed_r = _run(tiny_models, sample_rows, prompts, tmp_path)
+    preds, files = _run(tiny_models, sample_rows, prompts, tmp_path)
     assert set(preds) == {"plain", "sd", "sd_untrained"}
     assert [p["id"] for p in preds["plain"]] == [r["id"] for r in sample_rows]
     timed = [p for p in preds["plain"] if p["timed"]]
@@ -54,29 +65,73 @@ def test_one_process_evaluates_plain_and_every_variant(tiny_models, sample_rows,
             if spec["timed"]:
                 assert spec["same_as_plain"] and spec["simulation_matches_engine"], spec
             else:  # untimed: the plain answer stands for the speculative one
-                assert spec["output"] == plain["output"] and "latency_s" not in spec
-            assert spec["sim_accepted"] <= spec["sim_proposed"] <= 2 * spec["sim_rounds"]
+                assert spec["output"] == plain["output"] and "latency_s" not in spec and not spec["own_output"]
+            assert spec["spec_accepted"] <= spec["spec_proposed"] <= 2 * sum(spec["spec_hist"])
         m = speculative_metrics(rows, 2)
         assert m["timed_n"] == 3 and m["simulation_matches_engine"] == 3 and m["diverging_outputs"] == 0
-        assert 0 <= m["acceptance_rate"] <= 1 and m["speedup"] > 0
+        assert m["compared_n"] == 3 and 0 <= m["acceptance_rate"] <= 1 and m["speedup"] > 0
+        assert m["acceptance_source"] == "simulated exactly on every question"
+        assert m["throughput_speedup"] is None  # the hf engine has no batched speculative decoding
     # the target as its own (int8) draft is accepted far more often than a 1-layer draft
     assert speculative_metrics(preds["sd_untrained"], 2)["acceptance_rate"] > \
         speculative_metrics(preds["sd"], 2)["acceptance_rate"]
-    assert plain_metrics(preds["plain"])["batched_equals_batch1"] == 3
-    plain_r.close()
-    timed_r.close()
+    pm = plain_metrics(preds["plain"])
+    assert pm["batched_equals_batch1"] == 3 and pm["throughput_tokens_per_s"] > 0
+    files.close()
 
 
 def test_a_killed_evaluation_resumes_without_decoding_again(tiny_models, sample_rows, local_prompts, tmp_path):
     prompts, _ = local_prompts
-    first, plain_r, timed_r = _run(tiny_models, sample_rows, prompts, tmp_path)
-    plain_r._app.close()  # as if the process died here: partial files stay
-    timed_r._app.close()
-    lines = [len((tmp_path / f).read_text().splitlines()) for f in ("p.jsonl", "t.jsonl")]
-    again, plain_r, timed_r = _run(tiny_models, sample_rows, prompts, tmp_path)
-    assert [len((tmp_path / f).read_text().splitlines()) for f in ("p.jsonl", "t.jsonl")] == lines
+    first, files = _run(tiny_models, sample_rows, prompts, tmp_path)
+    files.close(remove=False)  # as if the process died here: partial files stay
+    names = sorted(p.name for p in tmp_path.glob("cot.*.jsonl"))
+    assert names == ["cot.plain.jsonl", "cot.plain.timed.jsonl", "cot.sd.speculative.jsonl", "cot.sd.timed.jsonl",
+                     "cot.sd_untrained.speculative.jsonl", "cot.sd_untrained.timed.jsonl"]
+    lines = {n: len((tmp_path / n).read_text().splitlines()) for n in names}
+    again, files = _run(tiny_models, sample_rows, prompts, tmp_path)
+    assert {n: len((tmp_path / n).read_text().splitlines()) for n in names} == lines
     assert [p["output"] for p in again["plain"]] == [p["output"] for p in first["plain"]]
     assert [p["latency_s"] for p in again["sd"] if p["timed"]] == [p["latency_s"] for p in first["sd"] if p["timed"]]
+    files.close()
+
+
+def test_a_failed_divergence_check_keeps_the_decoded_passes(tiny_models, sample_rows, local_prompts, tmp_path):
+    """One speculative output differs from its plain twin (here the plain batch-1 record of
+    q0 in a resumed run's partial file ends differently, as a bf16 near-tie flip would):
+    with a tolerance of 0 the stage fails after all its decoding, writes nothing and keeps
+    every partial file; rerun with a bf16 profile's tolerance it decodes nothing again and
+    reports the difference."""
+    prompts, _ = local_prompts
+    cfg = EvalConfig(variants={"sd": Variant("trained")}, timed_prompts=2, max_diverging_share=0.0)
+    drafts = {"sd": tiny_models / "draft"}
+    part, preds_dir, metrics_dir = tmp_path / "partial", tmp_path / "preds", tmp_path / "metrics"
+
+    with HFEngine(tiny_models / "target", drafts, GEN) as eng:  # q0's real plain batch-1 record, flipped at the end
+        files = PassFiles(part, "cot", "fp")
+        evaluate_target(eng, sample_rows[:1], "cot", prompts, [], 0, files)
+        from specdraft.generate.passes import record
+        from specdraft.prompts import messages
+
+        o = eng.generate_one(eng.render(messages(prompts, "cot", sample_rows[0]["question"])))
+        o.token_ids = o.token_ids[:-1] + [o.token_ids[-1] + 1]
+        files.open("plain.timed").add(record(sample_rows[0], o, 1))
+        files.close(remove=False)
+
+    def run(share):
+        return evaluate("gsm8k", "cot", tiny_models / "target", drafts, sample_rows, prompts, GEN,
+                        EvalConfig(variants=cfg.variants, timed_prompts=2, max_diverging_share=share), None,
+                        PassFiles(part, "cot", "fp"), preds_dir, metrics_dir)
+
+    with pytest.raises(StageError, match=r"1 of 2 speculative outputs differ .* eval.max_diverging_share"):
+        run(0.0)
+    assert not metrics_dir.exists() and not preds_dir.exists()
+    kept = {p.name: len(p.read_text().splitlines()) for p in part.glob("*.jsonl")}
+    assert kept == {"cot.plain.jsonl": 7, "cot.plain.timed.jsonl": 3, "cot.sd.timed.jsonl": 3,
+                    "cot.sd.speculative.jsonl": 7}  # fingerprint line + every question of every pass
+    m = run(1.0)["cot_sd"]
+    assert (m["diverging_outputs"], m["compared_n"]) == (1, 2) and m["diverging"][0]["id"] == "q0"
+    assert len(read_jsonl(preds_dir / "cot_sd.jsonl")) == len(sample_rows)
+    assert not list(part.glob("*.jsonl"))  # removed once the outputs are written
 
 
 def test_simulation_equals_engine_counts_for_every_prompt(tiny_models, sample_rows, local_prompts):
@@ -88,7 +143,8 @@ def test_simulation_equals_engine_counts_for_every_prompt(tiny_models, sample_ro
         text = eng.render(messages(prompts, "cot", r["question"]))
         ids = eng.tokenizer(text, add_special_tokens=False)["input_ids"]
         plain = eng.generate_one(text)
-        spec = eng.generate_one(text, speculative=True)
-        sim = eng.simulate(ids, plain.token_ids)
+        spec = eng.generate_one(text, "draft")
+        sim = eng.simulate(ids, plain.token_ids, "draft")
         assert spec.token_ids == plain.token_ids == sim.token_ids
-        assert (sim.rounds, sim.proposed, sim.accepted) == (spec.rounds, spec.proposed, spec.accepted)
+        assert (sim.rounds, sim.proposed, sim.accepted, sim.hist) == \
+            (spec.rounds, spec.proposed, spec.accepted, spec.accepted_hist)

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from specdraft.evaluate.stats import acceptance, alpha_from_acceptance, expected_accepted, leviathan_speedup
+from specdraft.evaluate.stats import (
+    acceptance_stats,
+    alpha_from_acceptance,
+    expected_accepted,
+    leviathan_speedup,
+    pooled_hist,
+)
 from specdraft.generate.api import GenerationConfig
 from specdraft.generate.hf_engine import HFEngine
 from specdraft.generate.models import check_tokenizers, gguf_location, pad_vocab
@@ -41,15 +47,18 @@ def test_prompt_uses_chat_template_and_system_prompt(engine, local_prompts):
 def test_speculative_equals_plain_on_the_real_model(engine, local_prompts):
     """The real 135M numerics (the tiny-model tests in test_cpu_fast cover every setting)."""
     prompts = _prompts(engine, local_prompts, 5)
-    plain = [engine.generate_one(p, speculative=False) for p in prompts]
-    spec = [engine.generate_one(p, speculative=True) for p in prompts]
+    plain = [engine.generate_one(p) for p in prompts]
+    spec = [engine.generate_one(p, "draft") for p in prompts]
     differ = [i for i, (a, b) in enumerate(zip(plain, spec, strict=True)) if a.token_ids != b.token_ids]
     assert differ == []
     for s in spec:
         # every round yields its accepted draft tokens plus one target token
         assert s.output_tokens == s.accepted + s.rounds
         assert 0 <= s.accepted <= s.proposed <= 2 * s.rounds
-    st = acceptance(spec)
+        # each drafting round's accepted count, summed, is the accepted total
+        assert sum(j * n for j, n in enumerate(s.accepted_hist)) == s.accepted and len(s.accepted_hist) == 3
+    st = acceptance_stats(sum(s.proposed for s in spec), sum(s.accepted for s in spec),
+                          pooled_hist([s.accepted_hist for s in spec]))
     assert 0 <= st["acceptance_rate"] <= 1 and st["mean_acceptance_length"] >= 1
 
 
@@ -58,7 +67,7 @@ def test_identical_draft_accepts_every_proposed_token(base_models, local_prompts
                    GenerationConfig(max_new_tokens=24, num_speculative_tokens=3))
     p, qs = local_prompts
     for q in qs[:3]:
-        s = eng.generate_one(eng.render(messages(p, "cot", q)), speculative=True)
+        s = eng.generate_one(eng.render(messages(p, "cot", q)), "draft")
         assert s.accepted == s.proposed > 0
         # 3 drafted + 1 verified token per full round
         assert s.output_tokens / s.rounds >= 3.0
@@ -66,8 +75,8 @@ def test_identical_draft_accepts_every_proposed_token(base_models, local_prompts
 
 def test_batched_generation_equals_batch_one(engine, local_prompts):
     prompts = _prompts(engine, local_prompts, 4)
-    batched = engine.generate(prompts, batch_size=4)
-    single = [engine.generate_one(p, speculative=False) for p in prompts]
+    batched = engine.generate(prompts)  # batch_size 4
+    single = [engine.generate_one(p) for p in prompts]
     assert [b.token_ids for b in batched] == [s.token_ids for s in single]
     assert all(b.truncated == (b.output_tokens == 16 and b.token_ids[-1] not in engine.eos) for b in batched)
 
@@ -144,7 +153,7 @@ def test_vllm_engine_matches_hf_engine(base_models, local_prompts, tmp_path):
     got = json.loads((tmp_path / "o.json").read_text())
     hf = HFEngine(base_models / "target", None, GenerationConfig(max_new_tokens=32))
     assert got["prompts"] == [hf.render(m) for m in msgs]  # same chat template, same text
-    ref = [hf.generate_one(hf.render(m), speculative=False).token_ids for m in msgs]
+    ref = [hf.generate_one(hf.render(m)).token_ids for m in msgs]
     plain = [o["token_ids"] for o in got["plain"]]
     same = sum(a == b for a, b in zip(plain, ref, strict=True))
     print(f"vllm vs hf: {same}/6 identical")
@@ -155,7 +164,17 @@ def test_vllm_engine_matches_hf_engine(base_models, local_prompts, tmp_path):
     assert c["num_draft_tokens"] == 2 * c["num_drafts"] > 0
     assert sum(o["accepted"] for o in spec) == c["num_accepted_tokens"]
     assert sum(o["proposed"] for o in spec) == c["num_draft_tokens"]
-    assert 0 <= c["acceptance_rate"] <= 1 and len(c["acceptance_per_position"]) == 2
+    # every acceptance figure from the per-request histograms equals vLLM's own counters
+    st = acceptance_stats(sum(o["proposed"] for o in spec), sum(o["accepted"] for o in spec),
+                          pooled_hist([o["accepted_hist"] for o in spec]))
+    assert st["num_drafts"] == c["num_drafts"]
+    assert st["acceptance_per_position"] == pytest.approx([a / c["num_drafts"]
+                                                           for a in c["num_accepted_tokens_per_pos"]])
+    # one engine at a time (plain, then speculative), each shut down by vLLM's own clean-up:
+    # no engine-core or worker process (the holders of the model's memory) outlives it
+    assert got["engine_starts"] == 2 and got["processes_after_close"] == []
+    # generation.vllm.draft_tensor_parallel_size reached vLLM's speculative config
+    assert got["draft_settings"] == {"num_speculative_tokens": 2, "draft_tensor_parallel_size": 1}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here: nothing re-runs")
@@ -192,3 +211,45 @@ def test_stage_reruns_itself_under_the_vllm_interpreter(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "generation.engine: vllm is not installed" in done.stderr
     assert str(tmp_path / "missing") in done.stderr
+
+
+@pytest.fixture(scope="module")
+def qwen_standins(tmp_path_factory, local_prompts):
+    """Tiny Qwen2.5 stand-ins (specdraft.rehearsal.standins) with Qwen's generation_config.json:
+    sampling defaults and repetition_penalty 1.05 / 1.1, two EOS ids."""
+    from specdraft.rehearsal.standins import build_family
+
+    _, qs = local_prompts
+    out = tmp_path_factory.mktemp("qwen")
+    folders = build_family("qwen2.5", qs * 4, out)
+    return folders["Qwen/Qwen2.5-14B-Instruct"], folders["Qwen/Qwen2.5-0.5B-Instruct"]
+
+
+def test_model_generation_config_does_not_change_greedy_output(qwen_standins, local_prompts, tmp_path):
+    """A checkpoint's generation_config.json (Qwen: repetition_penalty, sampling) must not
+    reach any decoding path: batched answers equal batch-1 answers, and the simulation
+    equals the engine's counts, on a model that carries one."""
+    import json as js
+
+    from specdraft.generate.models import load_spec, pad_vocab, save
+
+    target, draft = qwen_standins
+    gen_cfg = js.loads((target / "generation_config.json").read_text())
+    assert gen_cfg["repetition_penalty"] == 1.05 and gen_cfg["do_sample"] is True
+    d, tok = load_spec(f"dir:{draft}", "float32")
+    pad_vocab(d, js.loads((target / "config.json").read_text())["vocab_size"])
+    save(d, tok, tmp_path / "draft")
+    eng = HFEngine(target, tmp_path / "draft", GenerationConfig(max_new_tokens=24, batch_size=3,
+                                                               num_speculative_tokens=3))
+    p, qs = local_prompts
+    prompts = [eng.render(messages(p, "cot", q)) for q in qs[:6]]
+    batched = eng.generate(prompts)
+    single = [eng.generate_one(x) for x in prompts]
+    assert [b.token_ids for b in batched] == [s.token_ids for s in single]
+    # a random model repeats itself: the penalty, had it applied, would have changed these
+    assert any(len(set(s.token_ids)) < len(s.token_ids) for s in single)
+    sims = eng.speculative_pass(prompts, single, "draft")
+    for x, s, sim in zip(prompts, single, sims, strict=True):
+        spec = eng.generate_one(x, "draft")
+        assert spec.token_ids == s.token_ids
+        assert (sim.proposed, sim.accepted, sim.accepted_hist) == (spec.proposed, spec.accepted, spec.accepted_hist)

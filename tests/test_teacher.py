@@ -14,18 +14,30 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fake_gemini import FakeGemini, blocked_line, error_line, ok_line
 from specdraft.config import build, load_params
 from specdraft.io import write_jsonl
 from specdraft.prompts import PromptsConfig, messages
-from specdraft.teacher.core import TeacherError, TeacherItem, TeacherResult, step_stats, training_rows, validate, words
-from specdraft.teacher.gemini import GeminiBatchBackend, PollConfig, RetryConfig, TeacherConfig, estimate_cost
+from specdraft.rehearsal.fake_gemini import FakeGemini, blocked_line, error_line, ok_line
+from specdraft.teacher.core import (
+    PollConfig,
+    RetryConfig,
+    TeacherConfig,
+    TeacherError,
+    TeacherItem,
+    TeacherResult,
+    step_stats,
+    training_rows,
+    validate,
+    words,
+)
+from specdraft.teacher.gemini import GeminiBatchBackend, estimate_cost
 from specdraft.teacher.pipeline import run_cod, run_cot
 from specdraft.teacher.reference import cod_from_cot, cot_from_gold
 
 KEY = "test-key-not-a-secret-123"
 # the cot stage's command line, as dvc.yaml writes it for scenario gsm8k
-COT_ARGS = ["--scenario", "gsm8k", "--prepared", "data/prepared/gsm8k/train.jsonl", "--out",
+COT_ARGS = ["--scenario", "gsm8k", "--prepared", "data/prepared/gsm8k/train.jsonl", "--tokenizer", "models/tokenizer",
+            "--out",
             "data/teacher/cot/gsm8k.jsonl", "--rejected", "data/teacher/cot/gsm8k.rejected.jsonl", "--metrics",
             "metrics/teacher/cot/gsm8k.json"]
 
@@ -251,7 +263,13 @@ def test_cost_guard_refuses_before_upload(tmp_path, params, prompts, gemini_env)
         assert fake.uploads == {} and fake.create_calls == 0
 
 
-def test_crash_after_job_creation_resumes_same_job(tmp_path, root, params, gemini_env):
+def _workspace_tokenizer(ws: Path, tiny_models: Path) -> None:
+    """models/tokenizer, as the tokenizer stage writes it (here SmolLM2's, from the tiny target)."""
+    (ws / "models").mkdir(parents=True, exist_ok=True)
+    (ws / "models/tokenizer").symlink_to(tiny_models / "target")
+
+
+def test_crash_after_job_creation_resumes_same_job(tmp_path, root, params, gemini_env, tiny_models):
     """Kill the real stage process right after the server creates the job; the rerun
     resumes that job (found by its state file or display name) and never creates a second."""
     ws = tmp_path / "ws"
@@ -261,6 +279,7 @@ def test_crash_after_job_creation_resumes_same_job(tmp_path, root, params, gemin
     (ws / "data/prepared/gsm8k").mkdir(parents=True)
     (ws / "params.yaml").write_text(yaml.safe_dump(p))
     write_jsonl(ws / "data/prepared/gsm8k/train.jsonl", _rows(4))
+    _workspace_tokenizer(ws, tiny_models)
     with FakeGemini(_right) as fake:
         env = {**os.environ, "GOOGLE_GEMINI_BASE_URL": fake.url, "GEMINI_API_KEY": KEY,
                "PYTHONPATH": str(root / "src")}
@@ -284,12 +303,13 @@ def test_crash_after_job_creation_resumes_same_job(tmp_path, root, params, gemin
         assert KEY not in done.stdout + done.stderr
 
 
-def test_stage_without_key_fails_with_clear_message(tmp_path, root, params):
+def test_stage_without_key_fails_with_clear_message(tmp_path, root, params, tiny_models):
     ws = tmp_path / "ws"
     (ws / "data/prepared/gsm8k").mkdir(parents=True)
     p = {**params, "teacher": {**params["teacher"], "backend": "gemini-batch"}}
     (ws / "params.yaml").write_text(yaml.safe_dump(p))
     write_jsonl(ws / "data/prepared/gsm8k/train.jsonl", _rows(2))
+    _workspace_tokenizer(ws, tiny_models)
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
     env["PYTHONPATH"] = str(root / "src")
     t = time.monotonic()
@@ -332,3 +352,63 @@ def test_a_pass_accepting_too_little_fails_with_the_reasons_and_keeps_results(tm
         # the paid results are kept: a rerun with a lower bar uses them, no new job
         acc, rej, m = run_cot(_rows(4), prompts, _cfg(params, min_accepted_share=0.2), tmp_path)
         assert fake.create_calls == 1 and len(acc) == 1 and m["rejected_by_reason"]["wrong_answer"] == 3
+
+
+def test_answers_too_long_for_training_are_rejected_and_counted(tmp_path, prompts, params, tiny_models):
+    """An answer whose training sequence (chat template: prompt + answer) is longer than
+    train_target.max_length never reaches training: rejected with the reason too_long, in
+    both passes, counted in the teacher metrics."""
+    from transformers import AutoTokenizer
+
+    from specdraft.prompts import training_length
+    from specdraft.teacher.core import LengthLimit
+
+    tok = AutoTokenizer.from_pretrained(tiny_models / "target")
+    rows = _rows(4)
+    rows[2]["solution"] = "\n".join(f"Step {j}: 2 + 2 = 4, as everyone knows." for j in range(60)) + "\n#### 4"
+    rows[2]["answer"] = "4"
+    long_cot = cot_from_gold(rows[2]["solution"], "gsm8k", "4")
+    limit = LengthLimit(tok, 160)
+    assert training_length(tok, messages(prompts, "cot", rows[2]["question"]), long_cot) > 160
+    cfg = build(TeacherConfig, {**params["teacher"], "backend": "reference"}, "teacher")
+    acc, rej, m = run_cot(rows, prompts, cfg, tmp_path, limit)
+    assert [r["id"] for r in rej] == ["gsm8k/train/2"] and rej[0]["reason"] == "too_long"
+    assert rej[0]["training_tokens"] > 160 and m["rejected_by_reason"]["too_long"] == 1
+    assert m["max_length"] == 160 and m["training_tokens_max"] <= 160 and len(acc) == 3
+    # the CoD pass counts with the CoD training prompt
+    acc2, rej2, m2 = run_cod(acc, {r["id"]: r for r in rows}, prompts, dataclasses.replace(cfg, min_accepted_share=0),
+                             tmp_path, LengthLimit(tok, 30))
+    assert m2["rejected_by_reason"]["too_long"] == len(rej2) == 3 and all(r["training_tokens"] > 30 for r in rej2)
+
+
+def test_training_length_is_what_the_trainer_tokenizes(prompts, tiny_models):
+    """The teacher's count equals the length of the sequence TRL builds for training."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from specdraft.prompts import training_length
+    from specdraft.train.sft import TrainConfig, build_examples, make_trainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_models / "target")
+    rows = [{"id": f"q{i}", "question": f"What is {i} + {i}?", "response": f"{i}+{i}={2 * i}\n#### {2 * i}"}
+            for i in range(3)]
+    ex = build_examples(rows, prompts, "cot", "response")
+    cfg = TrainConfig(method="full", learning_rate=1e-3, epochs=1, batch_size=1, grad_accum=1, max_length=512,
+                      warmup_ratio=0.0, val_share=0.0)
+    tr = make_trainer(tiny_models / "draft", ex, [], cfg, Path("/tmp/specdraft-unused-ckpt"), None)
+    assert isinstance(tr.train_dataset, Dataset)
+    assert [len(x) for x in tr.train_dataset["input_ids"]] == \
+        [training_length(tok, e["prompt"], e["completion"][0]["content"]) for e in ex]
+
+
+def test_service_refuses_thinking_off_for_pro_models_as_the_readme_warns(tmp_path, prompts, params, gemini_env):
+    """gemini-2.5-pro only works in thinking mode: thinking_budget 0 is refused per request
+    (the fake applies the service's rule); the README's example sets 128 and goes through."""
+    rows = _rows(2)
+    with FakeGemini(_right) as fake:
+        gemini_env(fake)
+        cfg = _cfg(params, model="gemini-2.5-pro", thinking_budget=0, max_resubmits=0)
+        with pytest.raises(TeacherError, match="api_error.*first service error: .*only works in thinking mode"):
+            run_cot(rows, prompts, cfg, tmp_path / "a")
+        acc, _, m = run_cot(rows, prompts, dataclasses.replace(cfg, thinking_budget=128), tmp_path / "b")
+        assert len(acc) == 2 and m["rejected"] == 0

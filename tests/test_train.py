@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 
+from specdraft.config import build
 from specdraft.generate.api import GenerationConfig
 from specdraft.generate.hf_engine import HFEngine
 from specdraft.generate.resume import Resumable
@@ -72,18 +73,127 @@ def test_sft_lowers_loss_and_merged_model_equals_base_plus_adapter(base_models, 
     assert "#### 7" in tok.decode(b[enc["input_ids"].shape[1]:])
 
 
-def test_training_resumes_from_checkpoint(base_models, local_prompts, tmp_path):
+class _StopAt:
+    """A training interrupted after `step` (its checkpoint written), as a crash would leave it."""
+
+    def __init__(self, step: int):
+        from transformers import TrainerCallback
+
+        class Stop(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                control.should_training_stop = state.global_step >= step
+
+        self.callback = Stop()
+
+
+def _interrupted(model, rows, prompts, cfg, ck, step):
+    """The first `step` steps of train_and_save's run with `cfg` (its checkpoints and its run record)."""
+    import json
+
+    from specdraft.train.sft import RUN_FILE, run_fingerprint, training_args
+
+    ex = build_examples(rows, prompts, "cot", "response")
+    train, val = split(ex, cfg.val_share, cfg.seed)
+    args = training_args(cfg, ck, bool(val))
+    ck.mkdir(parents=True, exist_ok=True)
+    (ck / RUN_FILE).write_text(json.dumps(run_fingerprint(cfg, ex, model, args.world_size), sort_keys=True))
+    tr = make_trainer(model, train, val, cfg, ck, None, args)
+    tr.add_callback(_StopAt(step).callback)
+    tr.train()
+
+
+def test_training_resumes_only_with_the_same_settings(tiny_models, local_prompts, tmp_path, caplog):
+    """Interrupted after 2 of 4 steps, the same settings resume from the checkpoint; a
+    changed batch_size (lowered after an out-of-memory error, say) starts over and says so."""
     prompts, _ = local_prompts
     rows = _rows(local_prompts, 4)
-    cfg = dataclasses.replace(CFG, epochs=2, save_steps=2, method="full")
-    ex = build_examples(rows, prompts, "cot", "response")
-    tr = make_trainer(base_models / "draft", ex, [], dataclasses.replace(cfg, epochs=1), tmp_path / "ck", None)
-    tr.train()  # "interrupted" after one of two epochs: checkpoint-2 is on disk
-    assert (tmp_path / "ck/checkpoint-2").exists()
-    m = train_and_save(base_models / "draft", rows, prompts, "cot", "response", cfg, tmp_path / "out",
-                       tmp_path / "ck", tmp_path / "live")
+    cfg = dataclasses.replace(CFG, epochs=2, save_steps=2, method="full", batch_size=2)
+    model, ck = tiny_models / "draft", tmp_path / "ck"
+    _interrupted(model, rows, prompts, cfg, ck, 2)
+    assert (ck / "checkpoint-2").exists()
+    m = train_and_save(model, rows, prompts, "cot", "response", cfg, tmp_path / "out", ck, tmp_path / "live")
     assert m["resumed"] is True and m["steps"] == 4
     assert (tmp_path / "out/model.safetensors").exists() and not (tmp_path / "out/adapter").exists()
+    assert not ck.exists()
+
+    _interrupted(model, rows, prompts, cfg, ck, 2)
+    with caplog.at_level("WARNING", logger="sft"):
+        m = train_and_save(model, rows, prompts, "cot", "response", dataclasses.replace(cfg, batch_size=1),
+                           tmp_path / "out", ck, tmp_path / "live")
+    assert m["resumed"] is False and m["steps"] == 8  # 2 epochs x 4 rows at batch 1, from the start
+    assert "not resuming from" in caplog.text and "other batch_size; training starts over" in caplog.text
+
+
+def test_full_fine_tuning_in_bf16_keeps_fp32_master_weights(tiny_models, local_prompts, tmp_path):
+    """bf16 is autocast: the optimizer updates fp32 parameters (in bf16 weights most of
+    AdamW's updates at a 2e-5 learning rate would round away). A LoRA base may be bf16."""
+    from specdraft.train.sft import weights_dtype
+
+    prompts, _ = local_prompts
+    cfg = dataclasses.replace(CFG, method="full", bf16=True, learning_rate=2e-5)
+    tr = make_trainer(tiny_models / "draft", build_examples(_rows(local_prompts, 2), prompts, "cot", "response"),
+                      [], cfg, tmp_path / "ck", None)
+    tr.train()
+    params = [p for g in tr.optimizer.param_groups for p in g["params"]]
+    assert params and {p.dtype for p in params} == {torch.float32}
+    assert tr.args.bf16 and weights_dtype(cfg) == "float32"
+    assert weights_dtype(dataclasses.replace(cfg, method="lora")) == "bfloat16"
+
+
+def test_the_merge_reloads_the_base_unquantised(tiny_models, local_prompts, tmp_path):
+    """An adapter trained on a 4-bit base (QLoRA) or a full-precision one is merged into the
+    base reloaded in bf16/fp32: the saved target is an ordinary model folder, never a
+    bitsandbytes checkpoint, and its weights equal base + B·A·scale."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from specdraft.train.sft import save_trained
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_models / "target", dtype=torch.float32)
+    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                           init_lora_weights=False))  # non-zero B: a real delta
+    peft.save_pretrained(tmp_path / "adapter")
+    expected = peft.merge_and_unload().state_dict()
+    for bits in (False, True):  # what training ran on does not matter to the merge
+        cfg = dataclasses.replace(CFG, load_in_4bit=bits)
+        out = tmp_path / f"out-{bits}"
+        save_trained(tiny_models / "target", tmp_path / "adapter", out, cfg)
+        config = json.loads((out / "config.json").read_text())
+        assert "quantization_config" not in config and config.get("dtype", config.get("torch_dtype")) == "float32"
+        merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).state_dict()
+        assert set(merged) == set(expected)
+        for k, v in expected.items():
+            torch.testing.assert_close(merged[k], v, rtol=0, atol=1e-6)
+        assert (out / "adapter/adapter_config.json").exists()
+        assert json.loads((out / "specdraft.json").read_text())["quantised_base_in_training"] is bits
+
+
+def test_plain_python_with_several_gpus_is_refused(tmp_path, root):
+    """The stage process sees 2 GPUs (torch.cuda.device_count faked at start-up by a
+    sitecustomize) and is started by plain python: exit 2 with what to set instead."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site/sitecustomize.py").write_text("import torch\ntorch.cuda.device_count = lambda: 2\n")
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    import json as js
+
+    row = {"id": "q0", "question": "What is 3 + 4?", "answer": "7", "response": "3 + 4 = 7\n#### 7"}
+    for f in ("cot.jsonl", "cod.jsonl"):
+        (tmp_path / f).write_text(js.dumps(row) + "\n" + js.dumps({**row, "id": "q1"}) + "\n")
+    cmd = [sys.executable, "-m", "specdraft.stages.train_target", "--scenario", "gsm8k", "--style", "cot", "--base",
+           "models/base/target", "--cot", "cot.jsonl", "--cod", "cod.jsonl", "--out", "out", "--live", "live"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(root / "src")])}
+    env.pop("WORLD_SIZE", None)
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "2 GPUs are visible but the stage was started by plain python" in p.stderr
+    assert "accelerate launch --config_file conf/accelerate/ddp.yaml" in p.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_split_is_deterministic_and_holds_out():
@@ -108,8 +218,8 @@ def test_distill_resumes_without_regenerating(base_models, local_prompts, tmp_pa
     assert len(lines) == 1 + 3  # fingerprint + each row written once
     # other settings: the stale partial is discarded
     assert Resumable(tmp_path / "p.jsonl", "other").done == {}
-    with pytest.raises(InputError, match="distill.keep: 'best' unknown; valid"):
-        distill(base_models / "target", rows, "cot", prompts, gen, DistillConfig(keep="best"), r2)
+    with pytest.raises(InputError, match="distill.keep: 'best' unknown; valid"):  # checked once, where it is built
+        build(DistillConfig, {"keep": "best"}, "distill")
 
 
 def test_simulated_acceptance_matches_engine_counts(base_models, local_prompts):
@@ -119,7 +229,7 @@ def test_simulated_acceptance_matches_engine_counts(base_models, local_prompts):
                    GenerationConfig(max_new_tokens=20, num_speculative_tokens=2))
     rows, spec = [], []
     for q in qs[:3]:
-        s = eng.generate_one(eng.render(messages(prompts, "cot", q)), speculative=True)
+        s = eng.generate_one(eng.render(messages(prompts, "cot", q)), "draft")
         spec.append(s)
         rows.append({"question": q, "response": s.text, "truncated": s.truncated})
     sim = simulated_acceptance(base_models / "target", base_models / "draft", rows, "cot", prompts, 2)

@@ -157,19 +157,34 @@ def get(params: dict[str, Any], dotted: str, file: str | os.PathLike = PARAMS_FI
 
 
 def setting(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
-            le: float | None = None, lt: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
-    """A dataclass field with its valid range or choices, checked by `build` with the
-    dotted key in the message: a bad value stops the stage before it starts work."""
-    meta = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt), ("choices", choices)) if v is not None}
+            le: float | None = None, lt: float | None = None, choices: tuple[Any, ...] | None = None,
+            pattern: str | None = None, keys: tuple[str, ...] | None = None, key_of: str | None = None) -> Any:
+    """A dataclass field with what makes it valid, checked by `build` (the one place settings
+    are checked) with the dotted key in the message, so a bad value stops the stage before it
+    starts work: a range (ge, gt, le, lt), `choices`, a regular expression the whole string
+    must match (`pattern`), the `keys` a mapping must have, or `key_of`: the value must be a
+    key of the sibling mapping field of that name (teacher.model of teacher.prices_per_mtok)."""
+    meta = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt), ("choices", choices),
+                              ("pattern", pattern), ("keys", keys), ("key_of", key_of)) if v is not None}
     return dataclasses.field(default=default, metadata=meta)
 
 
-def _check(f: dataclasses.Field, value: Any, where: str) -> None:
+def _check(f: dataclasses.Field, value: Any, where: str, siblings: dict[str, Any]) -> None:
+    import re
+
     m = f.metadata
     if value is None or not m:
         return
     if "choices" in m and value not in m["choices"]:
         raise InputError(f"{PARAMS_FILE}: {where}: {value!r} unknown; valid: {list(m['choices'])}")
+    if "pattern" in m and isinstance(value, str) and not re.fullmatch(m["pattern"], value):
+        raise InputError(f"{PARAMS_FILE}: {where}: {value!r} is not of the form {m['pattern']}")
+    if "keys" in m and (missing := [k for k in m["keys"] if k not in value]):
+        raise InputError(f"{PARAMS_FILE}: {where}: missing {missing[0]!r}; needs {list(m['keys'])}")
+    if "key_of" in m and value not in (siblings.get(m["key_of"]) or {}):
+        parent = where.rsplit(".", 1)[0]
+        raise InputError(f"{PARAMS_FILE}: {where}: {value!r} has no entry in {parent}.{m['key_of']}; has "
+                         f"{sorted(siblings.get(m['key_of']) or {})}")
     bounds = [(op, m[op]) for op in ("ge", "gt", "le", "lt") if op in m]
     ok = {"ge": lambda a, b: a >= b, "gt": lambda a, b: a > b, "le": lambda a, b: a <= b, "lt": lambda a, b: a < b}
     if not all(ok[op](value, b) for op, b in bounds):
@@ -194,7 +209,8 @@ def build(cls: type[T], data: Any, where: str) -> T:
                 raise InputError(f"{PARAMS_FILE}: {where}: missing key {name!r}")
             continue
         kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
-        _check(f, kwargs[name], f"{where}.{name}")
+    for name in kwargs:
+        _check(fields[name], kwargs[name], f"{where}.{name}", kwargs)
     if not _TRACE_DIR:
         return cls(**kwargs)
     with untraced():  # __post_init__ validates every field; that is not a use
@@ -215,7 +231,15 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where) if len(inner) == 1 else value
+        if len(inner) == 1:
+            return _coerce(inner[0], value, where)
+        # one of several forms, told apart by shape: a mapping is the dataclass form
+        form = next((a for a in inner if dataclasses.is_dataclass(a) if isinstance(value, dict)), None) or \
+            next((a for a in inner if a in (str, int, float, bool) and isinstance(value, a)), None)
+        if form is None:
+            names = " or ".join("a mapping" if dataclasses.is_dataclass(a) else a.__name__ for a in inner)
+            raise InputError(f"{PARAMS_FILE}: {where}: expected {names}, got {value!r}")
+        return _coerce(form, value, where)
     if origin is dict and args and dataclasses.is_dataclass(args[1]):
         if not isinstance(value, dict):
             raise InputError(f"{PARAMS_FILE}: {where}: expected a mapping")

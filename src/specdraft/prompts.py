@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from specdraft.config import setting
+
 STYLES = ("cot", "cod")
 
 
@@ -28,14 +30,11 @@ class FewShot:
 class PromptsConfig:
     """Prompt text by style. `summarize` turns a CoT into a CoD (teacher's second pass)."""
 
-    system: dict[str, str]
-    summarize: str
+    system: dict[str, str] = setting(keys=STYLES)
+    summarize: str = setting()
     fewshot: dict[str, list[FewShot]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        missing = [s for s in STYLES if s not in self.system]
-        if missing:
-            raise ValueError(f"prompts.system: missing style {missing[0]!r}; needs {list(STYLES)}")
         # fewshot entries arrive as dicts from params; normalise to FewShot
         fs = {k: [x if isinstance(x, FewShot) else FewShot(**x) for x in v] for k, v in self.fewshot.items()}
         object.__setattr__(self, "fewshot", fs)
@@ -78,7 +77,26 @@ def to_gemini(msgs: list[dict[str, str]]) -> dict[str, Any]:
     return req
 
 
+# Template arguments of every rendering, at training and at inference: thinking off
+# (Qwen3's template honours it; templates without it, such as SmolLM2's and Qwen2.5's,
+# ignore it).
+CHAT_KWARGS = {"enable_thinking": False}
+
+
 def render(tokenizer: Any, msgs: list[dict[str, str]]) -> str:
-    """The prompt text: the model's chat template with the generation prompt, thinking off
-    (templates without `enable_thinking`, such as SmolLM2's and Qwen2.5's, ignore it)."""
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+    """The prompt text: the model's chat template with the generation prompt."""
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, **CHAT_KWARGS)
+
+
+def completion_example(msgs: list[dict[str, str]], completion: str) -> dict[str, Any]:
+    """A prompt/completion training example (TRL's conversational format) for `msgs`."""
+    return {"prompt": msgs, "completion": [{"role": "assistant", "content": completion}],
+            "chat_template_kwargs": dict(CHAT_KWARGS)}
+
+
+def training_length(tokenizer: Any, msgs: list[dict[str, str]], completion: str) -> int:
+    """Tokens of the training sequence of this example, counted as TRL's SFTTrainer counts
+    them before truncating to max_length: the chat template over prompt + completion."""
+    ex = completion_example(msgs, completion)
+    ids = tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=True, **ex["chat_template_kwargs"])
+    return len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)

@@ -18,9 +18,10 @@ from specdraft.io import InputError
 
 SECTIONS = {
     "runtime": "specdraft.config:RuntimeConfig",
+    "data": "specdraft.data.sources:DataConfig",
     "prepare": "specdraft.data.prepare:PrepareConfig",
     "prompts": "specdraft.prompts:PromptsConfig",
-    "teacher": "specdraft.teacher.gemini:TeacherConfig",
+    "teacher": "specdraft.teacher.core:TeacherConfig",
     "models": "specdraft.generate.models:ModelsConfig",
     "generation": "specdraft.generate.api:GenerationConfig",
     "train_target": "specdraft.train.sft:TrainConfig",
@@ -31,7 +32,6 @@ SECTIONS = {
 # sections that are mappings of named entries, each checked by one class
 ENTRIES = {
     "scenarios": "specdraft.data.prepare:ScenarioConfig",
-    "data.datasets": "specdraft.data.sources:DatasetConfig",
 }
 
 
@@ -43,9 +43,6 @@ def _cls(path: str) -> Any:
 def check_all(params: dict[str, Any]) -> None:
     """Build every section (raises InputError naming the dotted key and the valid range)."""
     with untraced():  # checking is not reading: dvc.yaml declares what a stage uses
-        source = get(params, "data.source")
-        if not isinstance(source, str):
-            raise InputError(f"params.yaml: data.source: hub, sample or dir:PATH, got {source!r}")
         for key, path in SECTIONS.items():
             build(_cls(path), get(params, key), key)
         for key, path in ENTRIES.items():

@@ -74,8 +74,6 @@ def _apply_filters(rows: list[RawRow], filters: dict[str, list[str]], where: str
 def prepare(name: str, sc: ScenarioConfig, data: DataConfig, cfg: PrepareConfig) -> Prepared:
     if sc.dataset not in data.datasets:
         raise InputError(f"scenarios.{name}.dataset: unknown dataset {sc.dataset!r}; valid: {sorted(data.datasets)}")
-    if cfg.n_test <= 0 or cfg.n_train <= 0:
-        raise InputError(f"prepare: n_train and n_test must be positive (got {cfg.n_train}, {cfg.n_test})")
     ds = data.datasets[sc.dataset]
     where = f"scenarios.{name}"
 

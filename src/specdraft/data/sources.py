@@ -15,9 +15,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from specdraft.answers import GOLD_FORMATS
+from specdraft.config import setting
 from specdraft.io import InputError, read_jsonl
-
-SOURCE_KINDS = ("hub", "sample", "dir:PATH")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +27,7 @@ class DatasetConfig:
     hub_path: str
     question_field: str
     solution_field: str
-    answer_format: str  # gsm8k ('#### N') or math (\boxed{})
+    answer_format: str = setting(choices=GOLD_FORMATS)  # gsm8k ('#### N') or math (\boxed{})
     hub_configs: list[str] = dataclasses.field(default_factory=list)
     hub_revision: str | None = None
     id_field: str | None = None  # a stable id in the data itself (MATH: unique_id)
@@ -35,9 +35,11 @@ class DatasetConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    source: str
-    sample_dir: str
-    datasets: dict[str, DatasetConfig]
+    """Section `data` of params.yaml."""
+
+    source: str = setting(pattern=r"hub|sample|dir:.+")  # hub, sample or dir:PATH
+    sample_dir: str = "data/sample"
+    datasets: dict[str, DatasetConfig] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +52,11 @@ class RawRow:
 
 
 def resolve_dir(source: str, sample_dir: str) -> Path | None:
-    """The folder a file-based source reads, or None for the hub."""
+    """The folder a file-based source reads, or None for the hub (`source` is checked where
+    params become settings: DataConfig)."""
     if source == "hub":
         return None
-    if source == "sample":
-        return Path(sample_dir)
-    if source.startswith("dir:") and len(source) > 4:
-        return Path(source[4:])
-    raise InputError(f"params.yaml: data.source: unknown source {source!r}; valid: {list(SOURCE_KINDS)}")
+    return Path(sample_dir) if source == "sample" else Path(source.removeprefix("dir:"))
 
 
 def load_split(
@@ -76,12 +75,19 @@ def load_split(
         if not path.exists():
             raise InputError(f"{base}: unknown split {split!r}; valid: {valid}")
         recs = read_jsonl(path, required, text_fields=required)
-        return [RawRow(_row_id(name, None, split, i, r, ds), split, r) for i, r in enumerate(recs)]
+        return [RawRow(_row_id(name, None, split, i, r, ds, f"{path}:{i + 1}"), split, r) for i, r in enumerate(recs)]
     return _load_hub(name, ds, split, hub_configs or ds.hub_configs)
 
 
-def _row_id(name: str, config: str | None, split: str, i: int, rec: dict[str, Any], ds: DatasetConfig) -> str:
-    if ds.id_field and rec.get(ds.id_field):
+def _row_id(name: str, config: str | None, split: str, i: int, rec: dict[str, Any], ds: DatasetConfig,
+            where: str) -> str:
+    """The data's own id (`id_field`), else <dataset>[/<config>]/<split>/<index>: stable for a
+    pinned revision or a fixed file. A named id field that a row lacks is an error, not a
+    silent fall-back to the index."""
+    if ds.id_field:
+        if not rec.get(ds.id_field):
+            raise InputError(f"{where}: no field {ds.id_field!r} (data.datasets.{name}.id_field; set it to null for "
+                             f"data without one); the row has {sorted(rec)}")
         return f"{name}/{rec[ds.id_field]}"
     return "/".join(p for p in (name, config, split, str(i)) if p)
 
@@ -105,5 +111,7 @@ def _load_hub(name: str, ds: DatasetConfig, split: str, configs: list[str]) -> l
                 if not isinstance(r[f], str) or not r[f].strip():
                     raise InputError(f"hub {ds.hub_path} ({config}) split {split} row {i}: field {f!r} must be a "
                                      f"non-empty string, got {r[f]!r}")
-            rows.append(RawRow(_row_id(name, tag, split, i, dict(r), ds), split, dict(r)))
+            rows.append(RawRow(_row_id(name, tag, split, i, dict(r), ds,
+                                       f"hub {ds.hub_path} ({config}@{ds.hub_revision or 'latest'}) split {split} row {i}"),
+                               split, dict(r)))
     return rows

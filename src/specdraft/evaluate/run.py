@@ -3,22 +3,30 @@
 A configuration is a target (base or trained for a style), a style (its system prompt)
 and optionally a draft (trained or base). All decode greedily with the same
 max_new_tokens and are scored by the shared answer checker. One process evaluates a
-target and all its speculative variants, so each output is decoded once:
+target and all its speculative variants, with either engine, in three kinds of pass
+(specdraft.generate.passes), each resumable after a crash:
 
-- **accuracy and tokens, every test question**: plain greedy decoding, batched.
-  Greedy speculative decoding returns the same tokens (checked below), so a speculative
-  configuration's answers are the plain answers, except on the timed prompts, where its
-  own decoded output is used.
-- **acceptance, every test question, exact**: `specdraft.generate.greedy.simulate` runs
-  each draft exactly as speculative decoding would, but reads the target's choices from
-  its plain output instead of computing them (a few percent of the cost).
-- **timing, `eval.timed_prompts` questions**: batch-1 plain and speculative decoding
-  alternate per prompt so machine noise hits both; speedup = median of the per-prompt
-  time ratios (plain / speculative) with a bootstrap CI. There the engine's own counts
-  must equal the simulated ones and the speculative output the plain batch-1 output;
-  differences are counted and listed (first diverging token).
+- **answers, every question**: plain greedy decoding, batched (plain accuracy, tokens
+  and throughput).
+- **acceptance, every question**: each draft's speculative pass (Engine.speculative_pass).
+  The hf engine simulates it exactly: the draft runs as in speculative decoding but the
+  target's choices are read from its plain output (a few percent of the cost). vLLM
+  decodes every question speculatively in batches, so there a configuration's answers
+  are its own, and its throughput over plain decoding is measured too.
+- **timing, the first `eval.timed_prompts` questions**: batch-1 plain and speculative
+  decoding; speedup = median of the per-prompt time ratios (plain / speculative) with a
+  bootstrap CI. The hf engine holds every draft at once and alternates configurations
+  per prompt, so machine noise hits all alike; vLLM keeps one engine alive at a time, so
+  its passes are grouped by configuration (one engine start each).
 
-Throughput mode (a batch of eval.batch_size requests in flight) is measured with vllm.
+A speculative configuration's answer to a question is its own decoded output where it
+has one (timed, or vLLM's pass), else the plain answer, which greedy speculative decoding
+reproduces token for token. Where it has its own, the output is compared with the plain
+output of the same mode; differences are counted and listed (first diverging token) and
+fail the stage above `eval.max_diverging_share`, a setting per profile (fp32 on a CPU is
+exact; bf16 on a GPU rounds a (k+1)-token verify and a one-token step differently, so
+near-ties can flip). The check runs before the partial files are removed, so a failed
+check loses no decoding work.
 """
 
 from __future__ import annotations
@@ -28,24 +36,34 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from specdraft.answers import PATH_NONE, judge
+from specdraft.answers import PATH_NONE
 from specdraft.config import setting
-from specdraft.evaluate.stats import alpha_from_acceptance, leviathan_speedup, median_ci, percentile, wilson
-from specdraft.generate.api import GenerationConfig, GenOutput
+from specdraft.evaluate.stats import (
+    acceptance_stats,
+    alpha_from_acceptance,
+    leviathan_speedup,
+    median_ci,
+    percentile,
+    pooled_hist,
+    wilson,
+)
+from specdraft.generate.api import Engine, GenerationConfig
 from specdraft.generate.engine import make_engine
-from specdraft.io import InputError
+from specdraft.generate.passes import batched_answers, speculative_answers, timed_answers
+from specdraft.generate.resume import Resumable
+from specdraft.io import StageError, write_json, write_jsonl
 from specdraft.prompts import STYLES, PromptsConfig, messages
+from specdraft.provenance import model_spec
 
 DRAFTS = ("trained", "base")
+ANSWER_FIELDS = ("output", "extracted", "extraction_path", "correct", "output_tokens", "truncated")
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """A speculative configuration's draft: 'trained' (distilled) or 'base' (untrained)."""
 
-    draft: str
+    draft: str = setting(choices=DRAFTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +73,8 @@ class EvalConfig:
     variants: dict[str, Variant]
     base_style: str = setting("cot", choices=STYLES)  # the untrained target is prompted with the CoT prompt
     timed_prompts: int = setting(32, ge=0)  # batch-1 timing of plain vs speculative decoding
-    batch_size: int = setting(16, ge=1)  # throughput mode (vllm)
-    throughput: bool = True
-    max_diverging_share: float = setting(0.01, ge=0, le=1)
+    # share of a speculative configuration's own outputs allowed to differ from plain output
+    max_diverging_share: float = setting(0.0, ge=0, le=1)
     seed: int = 0
     comparisons: list[list[str]] = dataclasses.field(default_factory=list)
 
@@ -75,91 +92,81 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def _row(r: dict[str, Any], o: GenOutput) -> dict[str, Any]:
-    j = judge(o.text, r["answer"])
-    return {"id": r["id"], "answer": r["answer"], "output": o.text, "extracted": j.answer,
-            "extraction_path": j.path, "correct": j.correct, "output_tokens": o.output_tokens,
-            "truncated": o.truncated}
+class PassFiles:
+    """The partial files of one evaluation process (<name>.<pass>.jsonl in `folder`, outside
+    DVC's outputs), each starting with the fingerprint of what determines its rows."""
+
+    def __init__(self, folder: Path, name: str, fp: str):
+        self.folder, self.name, self.fp = folder, name, fp
+        self.files: dict[str, Resumable] = {}
+
+    def open(self, what: str) -> Resumable:
+        if what not in self.files:
+            self.files[what] = Resumable(self.folder / f"{self.name}.{what}.jsonl", self.fp)
+        return self.files[what]
+
+    def close(self, remove: bool = True) -> None:
+        for f in self.files.values():
+            f.close(remove=remove)
 
 
-def timed_ids(rows: list[dict[str, Any]], n: int) -> list[str]:
-    """The first n test questions (the test set is already drawn at random by prepare)."""
-    return [r["id"] for r in rows[:n]]
+def evaluate_target(engine: Engine, rows: list[dict[str, Any]], style: str, prompts: PromptsConfig,
+                    variants: list[str], timed_prompts: int, files: PassFiles) -> dict[str, list[dict[str, Any]]]:
+    """Per-question predictions of the plain configuration ('plain') and of each variant
+    (a draft name the engine knows); see the module docstring for what each pass does."""
+    texts = {r["id"]: engine.render(messages(prompts, style, r["question"])) for r in rows}
+    plain = batched_answers(engine, rows, texts, files.open("plain"))
+    timed_rows = rows[:timed_prompts] if variants else []  # the test set is drawn at random by prepare
+    configs: list[str | None] = [None, *variants]
+    groups = [configs] if engine.holds_all_drafts else [[c] for c in configs]
+    timed: dict[str | None, dict[str, dict[str, Any]]] = {}
+    spec: dict[str, dict[str, dict[str, Any]]] = {}
+    for group in groups:
+        timed.update(timed_answers(engine, timed_rows, texts, {c: files.open(f"{c or 'plain'}.timed") for c in group}))
+        for v in group:
+            if v is not None:
+                spec[v] = speculative_answers(engine, rows, texts, plain, v, files.open(f"{v}.speculative"))
+    return predictions(rows, plain, timed, spec, engine.draft_subset)
 
 
-def plain_outputs(engine: Any, rows: list[dict[str, Any]], style: str, prompts: PromptsConfig,
-                  done: dict[str, Any], add) -> dict[str, dict[str, Any]]:
-    """Plain greedy answers to every question, batched; `done` rows (a resumed run) are
-    kept, each new one is passed to `add` as soon as its batch finishes."""
-    todo = [r for r in rows if r["id"] not in done]
-    bs = engine.cfg.batch_size
-    for i in tqdm(range(0, len(todo), bs), desc="plain (batched)", unit="batch", disable=not todo):
-        chunk = todo[i:i + bs]
-        outs = engine.generate([engine.render(messages(prompts, style, r["question"])) for r in chunk])
-        for r, o in zip(chunk, outs, strict=True):
-            add({**_row(r, o), "token_ids": o.token_ids})
-    return done
-
-
-def timed_runs(engine: Any, rows: list[dict[str, Any]], variants: list[str], style: str, prompts: PromptsConfig,
-               done: dict[str, Any], add) -> dict[str, dict[str, Any]]:
-    """Batch-1 plain and speculative decoding (each variant's draft) of `rows`, alternating
-    per prompt so that machine noise hits every configuration alike."""
-    todo = [r for r in rows if r["id"] not in done]
-    for r in tqdm(todo, desc="timed (batch 1)", unit="q", disable=not todo):
-        prompt = engine.render(messages(prompts, style, r["question"]))
-        plain = engine.generate_one(prompt, speculative=False)
-        rec: dict[str, Any] = {"id": r["id"], "plain": _timing(plain)}
-        for v in variants:
-            spec = engine.generate_one(prompt, speculative=True, draft=v)
-            div = first_divergence(plain.token_ids, spec.token_ids)
-            rec[v] = {**_row(r, spec), **_timing(spec), "same_as_plain": div is None, "first_divergence": div,
-                      "diverging_tokens": None if div is None else
-                      [engine.tokenizer.decode(plain.token_ids[div:div + 1]),
-                       engine.tokenizer.decode(spec.token_ids[div:div + 1])]}
-        add(rec)
-    return done
-
-
-def _timing(o: GenOutput) -> dict[str, Any]:
-    return {"latency_s": o.latency_s, "output_tokens": o.output_tokens, "token_ids": o.token_ids,
-            "rounds": o.rounds, "proposed": o.proposed, "accepted": o.accepted,
-            "draft_forward_s": o.draft_forward_s, "target_forward_s": o.target_forward_s}
-
-
-def predictions(plain: dict[str, dict[str, Any]], timed: dict[str, dict[str, Any]], sims: dict[str, dict],
-                rows: list[dict[str, Any]], variants: list[str], subsets: dict[str, set[int] | None],
-                ) -> dict[str, list[dict[str, Any]]]:
-    """Per-question rows of the plain configuration and of each variant."""
+def predictions(rows: list[dict[str, Any]], plain: dict[str, dict], timed: dict[str | None, dict[str, dict]],
+                spec: dict[str, dict[str, dict]], subset: list[int] | None) -> dict[str, list[dict[str, Any]]]:
+    """Per-question rows of the plain configuration and of each variant, from the passes'
+    records (keyed by question id)."""
+    keep = {"id", "answer", *ANSWER_FIELDS}
+    sub = None if subset is None else set(subset)
     out: dict[str, list[dict[str, Any]]] = {"plain": []}
     for r in rows:
-        p = {k: v for k, v in plain[r["id"]].items() if k != "token_ids"}
-        t = timed.get(r["id"])
-        out["plain"].append({**p, "timed": t is not None, "latency_s": t["plain"]["latency_s"] if t else None,
-                             "batched_equals_batch1": (t["plain"]["token_ids"] == plain[r["id"]]["token_ids"])
-                             if t else None})
-    for v in variants:
+        p, t = plain[r["id"]], timed.get(None, {}).get(r["id"])
+        out["plain"].append({**{k: p[k] for k in keep}, "batch_share_s": p["batch_share_s"], "timed": t is not None,
+                             "latency_s": t["latency_s"] if t else None,
+                             "batched_equals_batch1": t["token_ids"] == p["token_ids"] if t else None})
+    for v, passes in spec.items():
         out[v] = []
-        sub = subsets.get(v)
         for r in rows:
-            sim = sims[v][r["id"]]
-            plain_ids = plain[r["id"]]["token_ids"]
-            row = {k: v_ for k, v_ in plain[r["id"]].items() if k != "token_ids"}
-            row.update({"sim_rounds": sim.rounds, "sim_proposed": sim.proposed, "sim_accepted": sim.accepted,
-                        "plain_output_tokens": len(plain_ids), "plain_correct": plain[r["id"]]["correct"],
-                        "plain_tokens_in_draft_vocab": len(plain_ids) if sub is None
-                        else sum(t in sub for t in plain_ids), "timed": r["id"] in timed})
-            t = timed.get(r["id"])
-            if t is not None:  # this configuration's own decoded output and timings
-                s = t[v]
-                row.update({k: s[k] for k in ("output", "extracted", "extraction_path", "correct", "output_tokens",
-                                              "truncated", "latency_s", "rounds", "proposed", "accepted",
-                                              "draft_forward_s", "target_forward_s", "same_as_plain",
-                                              "first_divergence", "diverging_tokens")})
-                row.update({"plain_latency_s": t["plain"]["latency_s"],
-                            "plain_timed_output_tokens": t["plain"]["output_tokens"],
-                            "simulation_matches_engine": (sim.rounds, sim.proposed, sim.accepted) ==
-                            (s["rounds"], s["proposed"], s["accepted"])})
+            p, s, t = plain[r["id"]], passes[r["id"]], timed.get(v, {}).get(r["id"])
+            tp = timed.get(None, {}).get(r["id"])
+            own = t or (None if s["simulated"] else s)  # this configuration's own decoded output
+            row = {**{k: (own or p)[k] for k in keep}, "own_output": own is not None,
+                   "spec_proposed": s["proposed"], "spec_accepted": s["accepted"], "spec_hist": s["accepted_hist"],
+                   "simulated": s["simulated"], "batch_share_s": None if s["simulated"] else s["batch_share_s"],
+                   "plain_batch_share_s": p["batch_share_s"], "plain_output_tokens": p["output_tokens"],
+                   "plain_correct": p["correct"], "timed": t is not None,
+                   "plain_tokens_in_draft_vocab": p["output_tokens"] if sub is None
+                   else sum(x in sub for x in p["token_ids"])}
+            # divergence from plain output of the same mode: batch 1 (timed), batched (vLLM's pass)
+            div = [(tp["token_ids"], t["token_ids"])] if t and tp else []
+            if not s["simulated"]:
+                div.append((p["token_ids"], s["token_ids"]))
+            first = next((d for d in (first_divergence(a, b) for a, b in div) if d is not None), None)
+            row.update({"compared": bool(div), "same_as_plain": first is None if div else None,
+                        "first_divergence": first})
+            if t is not None:
+                row.update({k: t[k] for k in ("latency_s", "rounds", "proposed", "accepted", "draft_forward_s",
+                                              "target_forward_s")})
+                row.update({"plain_latency_s": tp["latency_s"], "plain_timed_output_tokens": tp["output_tokens"],
+                            "simulation_matches_engine": (s["proposed"], s["accepted"], s["accepted_hist"]) ==
+                            (t["proposed"], t["accepted"], t["accepted_hist"]) if s["simulated"] else None})
             out[v].append(row)
     return out
 
@@ -176,8 +183,18 @@ def _answer_metrics(preds: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_output_tokens": statistics.fmean(toks), "median_output_tokens": float(statistics.median(toks))}
 
 
+def _throughput(preds: list[dict[str, Any]], tokens: str, share: str) -> float | None:
+    """Tokens per second of a batched pass: its tokens over its wall time (each question
+    carries its share of its batch's time)."""
+    secs = [p[share] for p in preds]
+    if any(x is None for x in secs) or not sum(secs):
+        return None
+    return sum(p[tokens] for p in preds) / sum(secs)
+
+
 def plain_metrics(preds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Answers over every question; latency over the timed ones (None when none was timed)."""
+    """Answers and batched throughput over every question; latency over the timed ones
+    (None when none was timed)."""
     m = _answer_metrics(preds)
     timed = [p for p in preds if p.get("latency_s") is not None]
     lat = [p["latency_s"] for p in timed]
@@ -185,35 +202,45 @@ def plain_metrics(preds: list[dict[str, Any]]) -> dict[str, Any]:
               "latency_p50_s": percentile(lat, 50) if lat else None,
               "latency_p90_s": percentile(lat, 90) if lat else None,
               "tokens_per_s": sum(p["output_tokens"] for p in timed) / sum(lat) if lat else None,
+              "throughput_tokens_per_s": _throughput(preds, "output_tokens", "batch_share_s"),
               "batched_equals_batch1": sum(bool(p.get("batched_equals_batch1")) for p in timed)})
     return m
 
 
-def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0, simulated: bool = True) -> dict[str, Any]:
-    """Answers and acceptance over every question (acceptance simulated exactly, or with
-    `simulated=False` the engine's own counts: vllm decodes every question speculatively),
-    timing, cost ratio and exactness over the timed ones. Cost ratio and the predicted
-    speedup need the draft's and target's forward times, which only the hf engine reports."""
+def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0) -> dict[str, Any]:
+    """Answers and acceptance over every question, divergence over every question with an
+    own output, timing, cost ratio and exactness over the timed ones. The cost ratio and
+    the predicted speedup need the draft's and target's forward times, which only the hf
+    engine reports; throughput needs a decoded batched pass, which only vLLM runs."""
     m = _answer_metrics(preds)
-    rounds = sum(p["sim_rounds"] for p in preds)
-    proposed = sum(p["sim_proposed"] for p in preds)
-    accepted = sum(p["sim_accepted"] for p in preds)
-    rate = accepted / proposed if proposed else 0.0
-    alpha = alpha_from_acceptance(rate, k)
+    simulated = all(p["simulated"] for p in preds)
+    acc = acceptance_stats(sum(p["spec_proposed"] or 0 for p in preds), sum(p["spec_accepted"] or 0 for p in preds),
+                           pooled_hist([p["spec_hist"] for p in preds if p["spec_hist"]]))
+    alpha = alpha_from_acceptance(acc["acceptance_rate"], k)
     plain_toks = sum(p["plain_output_tokens"] for p in preds)
-    timed = [p for p in preds if p["timed"]]
+    compared = [p for p in preds if p["compared"]]
+    diverging = [{"id": p["id"], "first_divergence": p["first_divergence"]} for p in compared
+                 if not p["same_as_plain"]]
+    spec_tp = _throughput(preds, "output_tokens", "batch_share_s")
+    plain_tp = _throughput(preds, "plain_output_tokens", "plain_batch_share_s")
     m.update({"num_speculative_tokens": k,
-              "acceptance_source": "simulated on every question" if simulated else "engine counts, every question",
-              "acceptance_rate": rate, "alpha": alpha,
-              "mean_acceptance_length": plain_toks / rounds if rounds else 0.0,
+              "acceptance_source": "simulated exactly on every question" if simulated
+              else "engine counts, every question decoded",
+              **acc, "alpha": alpha,
               "draft_vocab_coverage": sum(p["plain_tokens_in_draft_vocab"] for p in preds) / plain_toks
-              if plain_toks else None, "timed_n": len(timed)})
+              if plain_toks else None,
+              "compared_n": len(compared), "diverging_outputs": len(diverging),
+              "diverging_share": len(diverging) / len(compared) if compared else 0.0, "diverging": diverging,
+              "throughput_tokens_per_s": spec_tp, "plain_throughput_tokens_per_s": plain_tp,
+              "throughput_speedup": spec_tp / plain_tp if spec_tp and plain_tp else None})
+    timed = [p for p in preds if p["timed"]]
+    m["timed_n"] = len(timed)
     if not timed:
         return m
     lat = [p["latency_s"] for p in timed]
     ratios = [p["plain_latency_s"] / p["latency_s"] for p in timed]
-    t_proposed = sum(p["proposed"] for p in timed)
-    t_rounds = sum(p["rounds"] for p in timed)
+    t_proposed = sum(p["proposed"] or 0 for p in timed)
+    t_rounds = sum(p["rounds"] or 0 for p in timed)
     # Leviathan's c: one draft step / one target decode step; the draft step is timed inside
     # speculative decoding, the target step from the plain run of the same prompts.
     target_step = sum(p["plain_latency_s"] for p in timed) / sum(p["plain_timed_output_tokens"] for p in timed)
@@ -226,104 +253,26 @@ def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0, simu
         verify = sum(p["target_forward_s"] for p in timed) / t_rounds / target_step if t_rounds else None
         predicted = leviathan_speedup(alpha, k, c)
     speedup = float(statistics.median(ratios))
-    diverging = [{"id": p["id"], "first_divergence": p["first_divergence"], "tokens": p["diverging_tokens"]}
-                 for p in timed if not p["same_as_plain"]]
+    sims = [p["simulation_matches_engine"] for p in timed]
     m.update({"latency_p50_s": percentile(lat, 50), "latency_p90_s": percentile(lat, 90),
               "tokens_per_s": sum(p["output_tokens"] for p in timed) / sum(lat),
               "plain_tokens_per_s": sum(p["plain_timed_output_tokens"] for p in timed)
               / sum(p["plain_latency_s"] for p in timed),
-              "timed_acceptance_rate": sum(p["accepted"] for p in timed) / t_proposed if t_proposed else 0.0,
-              "simulation_matches_engine": sum(p["simulation_matches_engine"] for p in timed) if simulated else None,
+              "timed_acceptance_rate": sum(p["accepted"] or 0 for p in timed) / t_proposed if t_proposed else 0.0,
+              "simulation_matches_engine": None if any(s is None for s in sims) else sum(sims),
               "speedup": speedup, "speedup_ci95": median_ci(ratios, seed),
               "cost_ratio_c": c, "verify_cost": verify, "predicted_speedup": predicted,
               "predicted_speedup_with_verify": leviathan_speedup(alpha, k, c, verify) if verify else None,
-              "efficiency": speedup / predicted if predicted else None,
-              "diverging_outputs": len(diverging), "diverging_share": len(diverging) / len(timed),
-              "diverging": diverging})
+              "efficiency": speedup / predicted if predicted else None})
     return m
 
 
 def check_divergence(m: dict[str, Any], max_share: float, where: str) -> None:
     if m.get("diverging_share", 0.0) > max_share:
-        raise InputError(f"{where}: {m['diverging_outputs']} of {m['timed_n']} speculative outputs differ from plain "
-                         f"greedy output (> {max_share:.0%}); first: {m['diverging'][:3]}")
-
-
-def evaluate_target(target_dir: Path, drafts: dict[str, Path], rows: list[dict[str, Any]], style: str,
-                    prompts: PromptsConfig, gen: GenerationConfig, cfg: EvalConfig, resume_plain, resume_timed,
-                    draft_data: tuple[list[str], list[str]] | None = None,
-                    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
-    """Predictions of the plain configuration ('plain') and of each variant in `drafts`
-    (variant name -> draft folder), resumable through the two Resumable files (hf engine);
-    and the vllm engine's own speculative counters per variant (empty for hf)."""
-    variants = list(drafts)
-    timed_rows = [r for r in rows if r["id"] in set(timed_ids(rows, cfg.timed_prompts if drafts else 0))]
-    if gen.engine == "vllm":
-        return _evaluate_vllm(target_dir, drafts, rows, style, prompts, gen)
-    engine = make_engine(target_dir, drafts or None, gen, draft_data)
-    plain = plain_outputs(engine, rows, style, prompts, resume_plain.done, resume_plain.add)
-    timed = timed_runs(engine, timed_rows, variants, style, prompts, resume_timed.done, resume_timed.add)
-    sims: dict[str, dict[str, Any]] = {}
-    for v in variants:
-        sims[v] = {}
-        for r in tqdm(rows, desc=f"simulate {v} draft", unit="q"):
-            ids = engine.tokenizer(engine.render(messages(prompts, style, r["question"])),
-                                   add_special_tokens=False)["input_ids"]
-            sims[v][r["id"]] = engine.simulate(ids, plain[r["id"]]["token_ids"], draft=v)
-    subset = set(engine.draft_subset) if engine.draft_subset is not None else None  # one for every draft
-    subsets = {v: subset for v in variants}
-    return predictions(plain, timed, sims, rows, variants, subsets), {}
-
-
-def _evaluate_vllm(target_dir: Path, drafts: dict[str, Path], rows: list[dict[str, Any]], style: str,
-                   prompts: PromptsConfig, gen: GenerationConfig,
-                   ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
-    """vLLM builds an engine with or without its draft, and two 14B engines rarely fit one
-    GPU: a plain pass, then one speculative pass per variant, one request at a time, on
-    every question; acceptance comes from vLLM's own per-request counts, and its
-    engine-wide counters (per-position acceptance) are returned per variant."""
-    from specdraft.generate.greedy import Decoded
-
-    engine = make_engine(target_dir, None, gen)
-    texts = {r["id"]: engine.render(messages(prompts, style, r["question"])) for r in rows}
-    plain_runs = {r["id"]: engine.generate_one(texts[r["id"]], speculative=False)
-                  for r in tqdm(rows, desc="plain (vllm)")}
-    del engine
-    plain = {r["id"]: {**_row(r, plain_runs[r["id"]]), "token_ids": plain_runs[r["id"]].token_ids} for r in rows}
-    timed: dict[str, dict[str, Any]] = {r["id"]: {"id": r["id"], "plain": _timing(plain_runs[r["id"]])} for r in rows}
-    sims: dict[str, dict[str, Any]] = {}
-    counters: dict[str, dict[str, Any]] = {}
-    for v, d in drafts.items():
-        engine = make_engine(target_dir, d, gen)
-        sims[v] = {}
-        for r in tqdm(rows, desc=f"speculative {v} (vllm)"):
-            spec = engine.generate_one(texts[r["id"]], speculative=True)
-            div = first_divergence(plain_runs[r["id"]].token_ids, spec.token_ids)
-            timed[r["id"]][v] = {**_row(r, spec), **_timing(spec), "same_as_plain": div is None,
-                                 "first_divergence": div, "diverging_tokens": None}
-            sims[v][r["id"]] = Decoded(spec.token_ids, spec.rounds or 0, spec.proposed or 0, spec.accepted or 0,
-                                       0.0, 0.0)
-        counters[v] = engine.counters()
-        del engine
-    return predictions(plain, timed, sims, rows, list(drafts), {v: None for v in drafts}), counters
-
-
-def throughput_speedup(target_dir: Path, draft_dir: Path, rows: list[dict[str, Any]], style: str,
-                       prompts: PromptsConfig, gen: GenerationConfig, batch_size: int) -> dict[str, float]:
-    """Throughput mode (vllm): all prompts at once, up to batch_size in flight, plain vs
-    speculative; the seed's only measure, reported beside the latency-mode speedup."""
-    out: dict[str, float] = {}
-    g = dataclasses.replace(gen, vllm=dataclasses.replace(gen.vllm, max_num_seqs=batch_size))
-    for mode, draft in (("plain", None), ("speculative", draft_dir)):
-        engine = make_engine(target_dir, draft, g)
-        texts = [engine.render(messages(prompts, style, r["question"])) for r in rows]
-        outs = engine.generate(texts)
-        out[f"throughput_{mode}_tokens_per_s"] = sum(o.output_tokens for o in outs) / outs[0].latency_s
-        if draft is not None:
-            out["acceptance_per_position"] = engine.counters()["acceptance_per_position"]
-        del engine
-    out["throughput_speedup"] = out["throughput_speculative_tokens_per_s"] / out["throughput_plain_tokens_per_s"]
-    return out
+        raise StageError(f"{where}: {m['diverging_outputs']} of {m['compared_n']} speculative outputs differ from "
+                         f"plain greedy output ({m['diverging_share']:.1%} > eval.max_diverging_share "
+                         f"{max_share:.1%}); first: {m['diverging'][:3]}. The decoded passes are kept: rerun with a "
+                         "higher share (the setting of a bf16 profile) to finish without decoding again")
 
 
 def resolve_drafts(variants: dict[str, Variant], folders: dict[str, Path | None]) -> dict[str, Path]:
@@ -331,9 +280,50 @@ def resolve_drafts(variants: dict[str, Variant], folders: dict[str, Path | None]
     the folder the stage's command names for it."""
     drafts = {}
     for name, v in variants.items():
-        if v.draft not in DRAFTS:
-            raise InputError(f"params.yaml: eval.variants.{name}.draft: {v.draft!r} unknown; valid: {list(DRAFTS)}")
         if folders.get(v.draft) is None:
-            raise InputError(f"eval.variants.{name} needs the {v.draft} draft: pass --{v.draft}-draft")
+            raise StageError(f"eval.variants.{name} needs the {v.draft} draft: pass --{v.draft}-draft")
         drafts[name] = Path(folders[v.draft])
     return drafts
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, Path], rows: list[dict[str, Any]],
+             prompts: PromptsConfig, gen: GenerationConfig, cfg: EvalConfig,
+             draft_data: tuple[list[str], list[str]] | None, files: PassFiles, preds_dir: Path,
+             metrics_dir: Path) -> dict[str, dict[str, Any]]:
+    """The evaluate stages' work: every configuration of one target (`style` None: the
+    untrained target, configuration `base`, prompted with eval.base_style), its
+    predictions to preds_dir/<config>.jsonl and metrics to metrics_dir/<config>.json.
+    Returns the metrics by configuration."""
+    name = style or "base"
+    style = style or cfg.base_style
+    with make_engine(target, drafts or None, gen, draft_data) as engine:
+        preds = evaluate_target(engine, rows, style, prompts, list(drafts), cfg.timed_prompts if drafts else 0,
+                                files)
+    starts, counters = getattr(engine, "starts", 1), getattr(engine, "counters", {})  # vLLM's, once closed
+    hf = gen.engine == "hf"
+    common = {"style": style, "target": str(target), "target_model": model_spec(target), "engine": gen.engine,
+              "device": _device(), "dtype": gen.dtype, "max_new_tokens": gen.max_new_tokens, "engine_starts": starts}
+    if hf:
+        common.update({"cpu_kernels": gen.cpu_kernels, "decode_loop": gen.decode_loop if drafts else None})
+    out = {name: {"config": name, **common, "draft": None, **plain_metrics(preds["plain"])}}
+    for v, d in drafts.items():
+        # vllm loads the draft as saved: the hf engine's int8 draft and restricted head do not apply
+        out[config_name(style, v)] = {
+            "config": config_name(style, v), **common, "draft": str(d), "draft_model": model_spec(d),
+            "draft_quant": gen.draft_quant if hf else "none", "draft_vocab": gen.draft_vocab if hf else 0,
+            **speculative_metrics(preds[v], gen.num_speculative_tokens, cfg.seed),
+            "engine_counters": counters.get(v)}  # vLLM's own counters, as a cross-check
+    for config, m in out.items():  # before anything is written or thrown away
+        if config != name:
+            check_divergence(m, cfg.max_diverging_share, f"{scenario}/{config}")
+    for config, m in out.items():
+        write_jsonl(preds_dir / f"{config}.jsonl", preds["plain" if config == name else config[len(style) + 1:]])
+        write_json(metrics_dir / f"{config}.json", m)
+    files.close()
+    return out

@@ -75,17 +75,32 @@ def paired_ratio(a: Sequence[float], b: Sequence[float], seed: int = 0) -> dict[
 
 
 # ------------------------------------------------------- speculative-decoding formulas
-def acceptance(outputs: Sequence[Any]) -> dict[str, float]:
-    """Pooled acceptance over requests (GenOutput-like: rounds, proposed, accepted,
-    output_tokens): rate = accepted / proposed, and mean acceptance length = generated
-    tokens / target forwards (rounds)."""
-    rounds = sum(o.rounds or 0 for o in outputs)
-    proposed = sum(o.proposed or 0 for o in outputs)
-    accepted = sum(o.accepted or 0 for o in outputs)
-    tokens = sum(o.output_tokens for o in outputs)
-    return {"rounds": rounds, "proposed": proposed, "accepted": accepted,
+def acceptance_stats(proposed: int, accepted: int, hist: Sequence[int]) -> dict[str, Any]:
+    """Every acceptance figure of a draft, from one set of counts, as vLLM and the
+    literature define them (and not Leviathan's alpha: `alpha_from_acceptance` converts).
+
+    `hist[j]`: drafting rounds (target verify steps that checked draft tokens) that
+    accepted exactly j of their draft tokens, j = 0..k; `proposed` / `accepted`: draft
+    tokens proposed / accepted in those rounds.
+    - acceptance rate = accepted / proposed;
+    - mean accepted length = 1 + accepted / drafts: tokens per verify step, counting the
+      target's own token;
+    - per-position acceptance [i] = share of drafts whose first i+1 tokens were accepted
+      (vLLM: accepted_per_pos[i] / num_drafts);
+    - zero-acceptance share = share of drafts with nothing accepted."""
+    drafts = int(sum(hist))
+    k = len(hist) - 1
+    return {"num_drafts": drafts, "num_draft_tokens": int(proposed), "num_accepted_tokens": int(accepted),
             "acceptance_rate": accepted / proposed if proposed else 0.0,
-            "mean_acceptance_length": tokens / rounds if rounds else 0.0}
+            "mean_acceptance_length": 1 + accepted / drafts if drafts else 1.0,
+            "acceptance_per_position": [sum(hist[i + 1:]) / drafts if drafts else 0.0 for i in range(k)],
+            "zero_acceptance_share": hist[0] / drafts if drafts else 0.0}
+
+
+def pooled_hist(hists: Sequence[Sequence[int]]) -> list[int]:
+    """Element-wise sum of per-request histograms (all of one draft length)."""
+    width = max((len(h) for h in hists), default=0)
+    return [sum(h[j] for h in hists if j < len(h)) for j in range(width)]
 
 
 def expected_accepted(alpha: float, gamma: int) -> float:

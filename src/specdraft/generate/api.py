@@ -12,18 +12,25 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Protocol
 
+from specdraft.config import setting
+from specdraft.generate.models import DTYPES
 from specdraft.io import InputError
 
 ENGINES = ("hf", "vllm")
 LOOPS = ("specdraft", "transformers")
+KERNELS = ("default", "onednn")  # specdraft.generate.cpu_kernels
+QUANT = ("none", "int8")  # specdraft.generate.draft
 
 
 @dataclasses.dataclass(frozen=True)
 class VLLMSettings:
-    max_num_seqs: int = 16
-    max_model_len: int = 2048
-    gpu_memory_utilization: float = 0.9
-    tensor_parallel_size: int = 1
+    max_num_seqs: int = setting(16, ge=1)
+    max_model_len: int = setting(2048, ge=16)
+    gpu_memory_utilization: float = setting(0.9, gt=0, le=1)
+    tensor_parallel_size: int = setting(1, ge=1)
+    # The draft's own tensor parallelism (vLLM speculative_config): Qwen2.5-0.5B's 14 heads
+    # do not split over 4 GPUs, so a 4-way target keeps its draft on one.
+    draft_tensor_parallel_size: int = setting(1, ge=1)
     enforce_eager: bool = False
 
 
@@ -31,43 +38,32 @@ class VLLMSettings:
 class GenerationConfig:
     """Section `generation` of params.yaml: shared by distillation, evaluation, benchmark."""
 
-    engine: str = "hf"  # hf | vllm
-    max_new_tokens: int = 256
-    batch_size: int = 8
-    num_speculative_tokens: int = 2
-    dtype: str = "float32"
+    engine: str = setting("hf", choices=ENGINES)
+    max_new_tokens: int = setting(256, ge=1)
+    batch_size: int = setting(8, ge=1)  # batched passes: plain answers, distillation, vLLM's speculative pass
+    num_speculative_tokens: int = setting(2, ge=1)
+    dtype: str = setting("float32", choices=DTYPES)
     # hf engine, batch-1 decoding: `specdraft` (specdraft.generate.greedy, plain and
     # speculative in one lean loop) or `transformers` (model.generate / assisted generation).
-    decode_loop: str = "specdraft"
+    decode_loop: str = setting("specdraft", choices=LOOPS)
     # hf engine on a CPU: `onednn` packs fp32 linear weights once for oneDNN
     # (specdraft.generate.cpu_kernels); `default` is torch's own path. Ignored on a GPU.
-    cpu_kernels: str = "default"
+    cpu_kernels: str = setting("default", choices=KERNELS)
     # The draft only (specdraft.generate.draft): dynamic int8 weights (CPU), and a head over
     # the draft_vocab most frequent tokens of its training data (0: the full vocabulary).
-    draft_quant: str = "none"
-    draft_vocab: int = 0
+    draft_quant: str = setting("none", choices=QUANT)
+    draft_vocab: int = setting(0, ge=0)
     vllm: VLLMSettings = dataclasses.field(default_factory=VLLMSettings)
-
-    def __post_init__(self) -> None:
-        from specdraft.generate.cpu_kernels import KERNELS
-        from specdraft.generate.draft import QUANT
-
-        for key, value, valid in (("engine", self.engine, ENGINES), ("decode_loop", self.decode_loop, LOOPS),
-                                  ("cpu_kernels", self.cpu_kernels, KERNELS), ("draft_quant", self.draft_quant, QUANT)):
-            if value not in valid:
-                raise InputError(f"params.yaml: generation.{key}: {value!r} unknown; valid: {list(valid)}")
-        for key in ("max_new_tokens", "batch_size"):
-            if getattr(self, key) < 1:
-                raise InputError(f"params.yaml: generation.{key}: must be >= 1, got {getattr(self, key)}")
-        if self.num_speculative_tokens < 1 or self.draft_vocab < 0:
-            raise InputError("params.yaml: generation.num_speculative_tokens must be >= 1 and "
-                             f"generation.draft_vocab >= 0 (0: full vocabulary), got {self.num_speculative_tokens} "
-                             f"and {self.draft_vocab}")
 
 
 @dataclasses.dataclass
 class GenOutput:
-    """One generated answer. Speculative fields are None for plain decoding."""
+    """One generated answer. Speculative fields are None for plain decoding.
+
+    `accepted_hist[j]` counts the drafting rounds that accepted exactly j draft tokens (j =
+    0..k): the per-request record vLLM keeps, from which every acceptance figure follows
+    (specdraft.evaluate.stats.acceptance_stats). `simulated`: the counts come from the exact
+    simulation on the known plain output, not from decoding (hf engine)."""
 
     text: str
     token_ids: list[int]
@@ -78,8 +74,10 @@ class GenOutput:
     rounds: int | None = None
     proposed: int | None = None
     accepted: int | None = None
+    accepted_hist: list[int] | None = None
     draft_forward_s: float | None = None  # time inside the draft's forward calls (hf engine)
     target_forward_s: float | None = None  # time inside the target's (verify) forward calls
+    simulated: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -87,21 +85,37 @@ class GenOutput:
         return d
 
 
-
 class Engine(Protocol):
-    """Greedy generation from rendered prompts. `speculative=True` decodes with the
-    engine's draft; outputs are token-identical to plain decoding either way."""
+    """Greedy generation from rendered prompts, plain (`draft=None`) or speculative with a
+    named draft; speculative output is token-identical to plain output (checked by the
+    evaluation). An engine is a context manager: leaving it releases its memory.
+
+    `holds_all_drafts`: every draft is loaded beside the target at once (hf), so timed runs
+    of several configurations can alternate per prompt; vLLM builds one engine per draft,
+    one alive at a time, so its work is grouped by configuration instead."""
 
     name: str
     cfg: GenerationConfig
     tokenizer: Any
     draft_subset: list[int] | None
+    holds_all_drafts: bool
 
     def render(self, msgs: list[dict[str, str]]) -> str: ...
 
-    def generate(self, prompts: list[str], batch_size: int | None = None) -> list[GenOutput]: ...
+    def generate(self, prompts: list[str], draft: str | None = None) -> list[GenOutput]: ...
 
-    def generate_one(self, prompt: str, speculative: bool = False) -> GenOutput: ...
+    def generate_one(self, prompt: str, draft: str | None = None) -> GenOutput: ...
+
+    def speculative_pass(self, prompts: list[str], plain: list[GenOutput], draft: str) -> list[GenOutput]:
+        """Acceptance of `draft` on every prompt: exact simulation against the known plain
+        outputs (hf), or decoded in a batch (vLLM, whose outputs are then its own)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Engine: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 def check_model_dir(path: str | Path) -> Path:

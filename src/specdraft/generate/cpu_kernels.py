@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-KERNELS = ("default", "onednn")
-
 
 def check_available() -> None:
     """Raise when this torch build cannot run the oneDNN path (no mkldnn, or the ops moved)."""

@@ -24,8 +24,6 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-QUANT = ("none", "int8")
-
 
 def token_ranking(tokenizer: Any, answers: Iterable[str], questions: Iterable[str] = ()) -> list[int]:
     """Token ids seen in `answers`, most frequent first (ties: more frequent in

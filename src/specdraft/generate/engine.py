@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from specdraft.generate.api import ENGINES, Engine, GenerationConfig
+from specdraft.generate.api import Engine, GenerationConfig
 from specdraft.io import InputError
 
 VLLM_PYTHON_ENV = "SPECDRAFT_VLLM_PYTHON"  # a machine setting, not a param: it changes no result
@@ -48,14 +48,15 @@ def engine_python(cfg: GenerationConfig) -> str | None:
                      f"{VLLM_PYTHON_ENV}")
 
 
-def make_engine(target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig,
+def make_engine(target_dir: str | Path, drafts: str | Path | dict[str, Path] | None, cfg: GenerationConfig,
                 draft_data: tuple[Sequence[str], Sequence[str]] | None = None) -> Engine:
+    """The engine cfg.engine names, with `drafts` (one folder, named "draft", or {name:
+    folder}) for speculative decoding. Use it as a context manager: leaving it releases the
+    models' memory."""
     if cfg.engine == "hf":
         from specdraft.generate.hf_engine import HFEngine
 
-        return HFEngine(target_dir, draft_dir, cfg, draft_data=draft_data)
-    if cfg.engine == "vllm":
-        from specdraft.generate.vllm_engine import VLLMEngine
+        return HFEngine(target_dir, drafts, cfg, draft_data=draft_data)
+    from specdraft.generate.vllm_engine import VLLMEngine  # cfg.engine's choices are checked where it is built
 
-        return VLLMEngine(target_dir, draft_dir, cfg)
-    raise InputError(f"params.yaml: generation.engine: unknown engine {cfg.engine!r}; valid: {list(ENGINES)}")
+    return VLLMEngine(target_dir, drafts, cfg)

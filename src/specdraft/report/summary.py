@@ -66,56 +66,67 @@ def _acc_sentence(c: dict[str, Any] | None, a: str, b: str) -> str:
             f"{c['only_a_correct']} questions only {a} solved, {c['only_b_correct']} only {b}).")
 
 
-def hypotheses(evals: dict[str, dict[str, Any]]) -> list[str]:
-    out = ["## Hypotheses", "", "### 1. Fine-tuning on reasoning traces raises accuracy", ""]
-    for sc, ev in evals.items():
-        out.append(f"- **{sc}**: " + " ".join(_acc_sentence(_cmp(ev, x, "base"), x, "base") for x in ("cot", "cod")))
-    out += ["", "### 2. Speculative decoding cuts time without changing accuracy", ""]
-    for sc, ev in evals.items():
-        parts = []
-        for c in ("cot_sd", "cod_sd"):
-            m = ev.get(c)
-            if not m:
-                continue
-            u = ev.get(f"{c}_untrained")
-            timed = f" on {m['timed_n']} timed questions" if m.get("timed_n") is not None else ""
-            parts.append(f"{c}: speedup {m['speedup']:.2f}x{_ci(m['speedup_ci95'])}{timed} (predicted "
-                         f"{_f(m.get('predicted_speedup'))}x, efficiency {_f(m.get('efficiency'))}; draft cost c "
-                         f"{_f(m.get('cost_ratio_c'), '{:.3f}')}, verify cost {_f(m.get('verify_cost'))} decode steps"
-                         + (f", draft vocabulary coverage {m['draft_vocab_coverage']:.3f}"
-                            if m.get("draft_vocab_coverage") is not None and m.get("draft_vocab") else "")
-                         + "), acceptance" + (f" (simulated exactly on all {m['n']} questions)"
-                                              if m.get("acceptance_source", "").startswith("simulated") else "") + " "
-                         f"{m['acceptance_rate']:.3f}" + (f" vs {u['acceptance_rate']:.3f} with the untrained draft"
-                                                          if u else "") +
-                         f"; {m['diverging_outputs']} of {m.get('timed_n', m['n'])} timed outputs differ from plain "
-                         f"greedy" + (f", the simulation matched the engine's counts on {m['simulation_matches_engine']}"
-                                      f" of {m['timed_n']}" if m.get("simulation_matches_engine") is not None
-                                      else "") + ".")
+def _speed_sentence(c: str, m: dict[str, Any], untrained: dict[str, Any] | None) -> str:
+    """Hypothesis 2 for one speculative configuration: speed, its prediction, acceptance,
+    exactness."""
+    timed = f" on {m['timed_n']} timed questions" if m.get("timed_n") is not None else ""
+    costs = (f"predicted {_f(m.get('predicted_speedup'))}x, efficiency {_f(m.get('efficiency'))}; draft cost c "
+             f"{_f(m.get('cost_ratio_c'), '{:.3f}')}, verify cost {_f(m.get('verify_cost'))} decode steps")
+    if m.get("draft_vocab_coverage") is not None and m.get("draft_vocab"):
+        costs += f", draft vocabulary coverage {m['draft_vocab_coverage']:.3f}"
+    how = f" (simulated exactly on all {m['n']} questions)" if m.get("acceptance_source", "").startswith("simulated") \
+        else ""
+    vs = f" vs {untrained['acceptance_rate']:.3f} with the untrained draft" if untrained else ""
+    exact = f"{m['diverging_outputs']} of {m['compared_n']} of its own outputs differ from plain greedy"
+    if m.get("simulation_matches_engine") is not None:
+        exact += f", the simulation matched the engine's counts on {m['simulation_matches_engine']} of {m['timed_n']}"
+    if m.get("throughput_speedup"):
+        exact += f"; throughput speedup {m['throughput_speedup']:.2f}x"
+    return (f"{c}: speedup {m['speedup']:.2f}x{_ci(m['speedup_ci95'])}{timed} ({costs}), acceptance{how} "
+            f"{m['acceptance_rate']:.3f}{vs}; {exact}.")
+
+
+def _trained_vs_base(sc: str, ev: dict[str, Any]) -> str:
+    return f"- **{sc}**: " + " ".join(_acc_sentence(_cmp(ev, x, "base"), x, "base") for x in ("cot", "cod"))
+
+
+def _speculative(sc: str, ev: dict[str, Any]) -> str:
+    parts = []
+    for c in ("cot_sd", "cod_sd"):
+        if ev.get(c):
             plain = c.split("_")[0]
-            parts.append(_acc_sentence(_cmp(ev, c, plain), c, plain))
-        out.append(f"- **{sc}**: " + " ".join(parts))
-    out += ["", "### 3. Chain of draft cuts tokens with little accuracy loss", ""]
-    for sc, ev in evals.items():
-        c = _cmp(ev, "cod", "cot")
-        if c is None:
-            out.append(f"- **{sc}**: not evaluated.")
-            continue
-        out.append(f"- **{sc}**: CoD uses {c['output_tokens_ratio']:.2f}x the tokens of CoT "
-                   f"[{c['output_tokens_ratio_ci95'][0]:.2f}, {c['output_tokens_ratio_ci95'][1]:.2f}] on the same "
-                   f"questions. " + _acc_sentence(c, "cod", "cot"))
-    return out + [""]
+            parts += [_speed_sentence(c, ev[c], ev.get(f"{c}_untrained")), _acc_sentence(_cmp(ev, c, plain), c, plain)]
+    return f"- **{sc}**: " + " ".join(parts)
 
 
-def caveats(evals: dict[str, dict[str, Any]], profile: str, engine: str) -> list[str]:
+def _cod_vs_cot(sc: str, ev: dict[str, Any]) -> str:
+    c = _cmp(ev, "cod", "cot")
+    if c is None:
+        return f"- **{sc}**: not evaluated."
+    return (f"- **{sc}**: CoD uses {c['output_tokens_ratio']:.2f}x the tokens of CoT "
+            f"[{c['output_tokens_ratio_ci95'][0]:.2f}, {c['output_tokens_ratio_ci95'][1]:.2f}] on the same "
+            f"questions. " + _acc_sentence(c, "cod", "cot"))
+
+
+def hypotheses(evals: dict[str, dict[str, Any]]) -> list[str]:
+    """The three hypotheses, each with its figures per scenario."""
+    return ["## Hypotheses", "", "### 1. Fine-tuning on reasoning traces raises accuracy", "",
+            *[_trained_vs_base(sc, ev) for sc, ev in evals.items()],
+            "", "### 2. Speculative decoding cuts time without changing accuracy", "",
+            *[_speculative(sc, ev) for sc, ev in evals.items()],
+            "", "### 3. Chain of draft cuts tokens with little accuracy loss", "",
+            *[_cod_vs_cot(sc, ev) for sc, ev in evals.items()], ""]
+
+
+def caveats(evals: dict[str, dict[str, Any]]) -> list[str]:
+    """What the reader must know to read the figures, from the run's own metrics: sample
+    size, truncation, weak answer extraction, divergence, and how each engine measured
+    what (the engine, device, dtype and models each configuration's metrics record)."""
     out = []
     for sc, ev in evals.items():
-        for c in _configs(ev):
-            m = ev[c]
-            if m["n"] < SMALL_N:
-                out.append(f"{sc}: n={m['n']} test questions: confidence intervals are wide; differences of a "
-                           f"few questions are not evidence.")
-                break
+        if any(ev[c]["n"] < SMALL_N for c in _configs(ev)):
+            out.append(f"{sc}: n={min(ev[c]['n'] for c in _configs(ev))} test questions: confidence intervals are "
+                       f"wide; differences of a few questions are not evidence.")
         for c in _configs(ev):
             m = ev[c]
             if m["truncation_rate"] > 0.05:
@@ -124,28 +135,46 @@ def caveats(evals: dict[str, dict[str, Any]], profile: str, engine: str) -> list
             if weak / m["n"] > 0.1:
                 out.append(f"{sc}/{c}: {weak / m['n']:.0%} of answers were found only by the last-number fallback "
                            f"or not at all.")
-    if profile == "local" or engine == "hf":
-        spec = [ev[c] for ev in evals.values() for c in _configs(ev) if ev[c].get("num_speculative_tokens")]
-        how = ""
-        if spec:
-            m = spec[0]
-            how = (f" Decoding: {m.get('decode_loop', 'transformers')} loop, {m.get('cpu_kernels', 'default')} "
-                   f"kernels, draft weights {m.get('draft_quant', 'none')}, draft head over "
-                   + (f"{m['draft_vocab']} tokens" if m.get("draft_vocab") else "the full vocabulary") + ".")
-        if spec and spec[0].get("acceptance_source", "").startswith("simulated"):
-            m = spec[0]
-            out.append(f"What is measured how: accuracy and tokens of every configuration on all {m['n']} test "
-                       f"questions (each answer decoded once, batched; a speculative configuration's answers are "
-                       f"the plain answers except on its timed questions, where its own output is used and must "
-                       f"equal the plain one); acceptance and tokens per round simulated exactly on all "
-                       f"{m['n']} questions (the draft run as in speculative decoding against the target's known "
-                       f"output); latency, speedup, c and verify cost timed on {m['timed_n']} questions at "
-                       f"batch 1, where the engine's own counts are checked against the simulation.")
-        out.append("Timings come from a CPU run of a 135M-parameter target with a 2-layer self-draft (local "
-                   "profile), one request at a time; speedups are speculative vs plain decoding of the same "
-                   "engine on the same prompts, alternating per prompt. They say nothing about GPU speedups "
-                   "of the paper-scale models." + how)
+            if m.get("diverging_outputs"):
+                plain = c.split("_")[0]
+                cmp = _cmp(ev, c, plain)
+                out.append(f"{sc}/{c}: {m['diverging_outputs']} of {m['compared_n']} speculative outputs differ from "
+                           f"plain output ({m.get('dtype', '?')}: a (k+1)-token verify and a one-token step round "
+                           "differently)" + (f"; accuracy vs {plain}: McNemar p={cmp['p_value']:.3f}" if cmp else "")
+                           + ".")
+    spec = [ev[c] for ev in evals.values() for c in _configs(ev) if ev[c].get("num_speculative_tokens")]
+    if spec:
+        out += _how_measured(spec[0])
     return sorted(set(out), key=out.index)
+
+
+def _how_measured(m: dict[str, Any]) -> list[str]:
+    """The measurement protocol of a speculative configuration's metrics, by engine."""
+    who = (f"target `{m.get('target_model')}`, draft `{m.get('draft_model')}`, {m.get('dtype', '?')}, "
+           f"engine {m.get('engine', '?')} on {m.get('device', '?').upper()}")
+    if m.get("acceptance_source", "").startswith("simulated"):
+        how = (f"What is measured how ({who}): accuracy and tokens of every configuration on all {m['n']} test "
+               f"questions (each answer decoded once, batched; a speculative configuration's answers are the plain "
+               f"answers except on its timed questions, where its own output is used and must equal the plain one); "
+               f"acceptance simulated exactly on all {m['n']} questions (the draft run as in speculative decoding "
+               f"against the target's known output); latency, speedup, c and verify cost timed on {m['timed_n']} "
+               f"questions at batch 1, plain and speculative alternating per prompt, where the engine's own counts "
+               f"are checked against the simulation. Decoding: {m.get('decode_loop')} loop, "
+               f"{m.get('cpu_kernels', 'default')} kernels, draft weights {m.get('draft_quant', 'none')}, draft head "
+               f"over " + (f"{m['draft_vocab']} tokens." if m.get("draft_vocab") else "the full vocabulary."))
+    else:
+        how = (f"What is measured how ({who}): every configuration decodes every one of the {m['n']} test questions "
+               f"itself (plain and speculative each in batches: accuracy, tokens, and vLLM's own per-request counts "
+               f"for acceptance); throughput speedup = batched speculative over batched plain tokens/s; latency and "
+               f"speedup timed on {m['timed_n']} questions at batch 1, plain and speculative in separate engine runs "
+               f"(one engine alive at a time); vLLM does not time the draft, so c, verify cost and Leviathan's "
+               f"prediction are not reported.")
+    out = [how]
+    if m.get("device") == "cpu":
+        out.append(f"Timings come from a CPU run ({m.get('engine')} engine, one request at a time for latency): they "
+                   f"compare speculative with plain decoding of the same engine on the same prompts and say nothing "
+                   f"about GPU speedups of the paper-scale models.")
+    return out
 
 
 FIGURES = ("report_accuracy_vs_tokens", "report_speedup", "report_acceptance", "report_training_curves")
@@ -257,7 +286,7 @@ def summary(evals: dict[str, dict[str, Any]], setup: dict[str, Any], prepare: di
     for sc, ev in evals.items():
         lines += [f"## {sc}", ""] + table(ev) + [""]
     lines += hypotheses(evals)
-    cav = caveats(evals, str(s["meta.profile"]), s["generation.engine"])
+    cav = caveats(evals)
     lines += ["## Caveats", ""] + [f"- {c}" for c in cav] + [""]
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(rel)})" for p in figs] + [""]
     return "\n".join(lines)

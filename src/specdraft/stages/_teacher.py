@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specdraft.config import load_params, section
+from specdraft.config import get, load_params, section
 from specdraft.io import write_json, write_jsonl
 from specdraft.prompts import PromptsConfig
-from specdraft.teacher.gemini import TeacherConfig
+from specdraft.teacher.core import LengthLimit, TeacherConfig
 
 
 @dataclass
@@ -18,12 +18,17 @@ class TeacherStage:
     style: str
     teacher: TeacherConfig
     prompts: PromptsConfig
+    limit: LengthLimit
 
     @classmethod
-    def load(cls, scenario: str, style: str) -> TeacherStage:
+    def load(cls, scenario: str, style: str, tokenizer: Path) -> TeacherStage:
+        """`tokenizer`: the target's tokenizer folder; answers must fit train_target.max_length."""
+        from transformers import AutoTokenizer
+
         params = load_params()
         return cls(scenario, style, section(TeacherConfig, "teacher", params),
-                   section(PromptsConfig, "prompts", params))
+                   section(PromptsConfig, "prompts", params),
+                   LengthLimit(AutoTokenizer.from_pretrained(tokenizer), int(get(params, "train_target.max_length"))))
 
     @property
     def state_dir(self) -> Path:
@@ -42,6 +47,7 @@ class TeacherStage:
 def add_output_args(p: Any) -> None:
     p.add_argument("--scenario", required=True)
     p.add_argument("--prepared", required=True, type=Path, help="input: the prepared training questions")
+    p.add_argument("--tokenizer", required=True, type=Path, help="input: the target's tokenizer (training length)")
     p.add_argument("--out", required=True, type=Path, help="output: accepted answers (jsonl)")
     p.add_argument("--rejected", required=True, type=Path, help="output: rejected answers with the reason")
     p.add_argument("--metrics", required=True, type=Path, help="output: counts, cost, step statistics (json)")

@@ -2,7 +2,8 @@
 
 Reads data/teacher/cot/<scenario>.jsonl and the prepared rows; writes
 data/teacher/cod/<scenario>.jsonl, its .rejected.jsonl and metrics/teacher/cod/<scenario>.json.
-Params read: teacher, prompts.summarize. Training uses only the questions accepted in
+Params read: teacher, prompts.summarize, prompts.system.cod,
+train_target.max_length (answers that training would cut are rejected). Training uses only the questions accepted in
 both passes (specdraft.teacher.core.training_rows).
 """
 
@@ -22,10 +23,10 @@ log = logging.getLogger("cod")
 
 
 def main(args: argparse.Namespace) -> None:
-    st = TeacherStage.load(args.scenario, "cod")
+    st = TeacherStage.load(args.scenario, "cod", args.tokenizer)
     prepared = {r["id"]: r for r in read_jsonl(args.prepared, PREPARED_FIELDS)}
     cot = read_jsonl(args.cot, TEACHER_FIELDS)
-    acc, rej, metrics = run_cod(cot, prepared, st.prompts, st.teacher, st.state_dir)
+    acc, rej, metrics = run_cod(cot, prepared, st.prompts, st.teacher, st.state_dir, st.limit)
     st.write(args, acc, rej, metrics)
     log.info("%s: %d/%d CoD accepted; words/step median %.1f", args.scenario, len(acc), len(cot),
              metrics["words_per_step_median"])

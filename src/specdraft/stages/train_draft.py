@@ -20,8 +20,8 @@ from specdraft.prompts import PromptsConfig
 from specdraft.schema import check_all
 from specdraft.stages._cli import run
 from specdraft.stages._models import CKPT, add_name_args, run_name
-from specdraft.train.acceptance import simulated_acceptance
-from specdraft.train.sft import TrainConfig, build_examples, split, train_and_save
+from specdraft.train.acceptance import held_out_acceptance
+from specdraft.train.sft import TrainConfig, train_and_save
 
 log = logging.getLogger("train_draft")
 
@@ -40,15 +40,7 @@ def main(args: argparse.Namespace) -> None:
                        args.live)
     if m is None:  # another rank of a multi-process run: the main process writes
         return
-    # Acceptance on the held-out share (the same split the trainer used for eval loss).
-    _, val_ex = split(build_examples(rows, prompts, args.style, "response"), cfg.val_share, cfg.seed)
-    val_q = {e["prompt"][-1]["content"] for e in val_ex}
-    held = [r for r in rows if r["question"].strip() in val_q] or rows
-    for which, d in (("trained", args.out), ("untrained", args.base)):
-        sim = simulated_acceptance(args.target, d, held, args.style, prompts, k)
-        m[f"acceptance_{which}"] = sim["acceptance_rate"]
-        m[f"mean_acceptance_length_{which}"] = sim["mean_acceptance_length"]
-    m["acceptance_rows"] = len(held)
+    m.update(held_out_acceptance(rows, prompts, args.style, cfg, args.target, args.out, args.base, k))
     metrics_path = args.live / "metrics.json"
     write_json(metrics_path, {**read_json(metrics_path), **m})
     log.info("%s: loss %.3f -> %.3f; acceptance %.3f (untrained %.3f) at k=%d", name, m["train_loss_first"],

@@ -12,14 +12,71 @@ from __future__ import annotations
 import dataclasses
 import re
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from specdraft.answers import PATH_HASH, judge
+from specdraft.config import setting
 from specdraft.io import StageError, read_jsonl
 
-# Why a row is rejected; metrics count each one.
-REJECT_REASONS = ("wrong_answer", "no_hash", "empty", "blocked", "truncated", "api_error")
+
+# ---------------------------------------------------------------------------- settings
+@dataclasses.dataclass(frozen=True)
+class Price:
+    """USD per million tokens at the interactive price; thinking tokens bill as output."""
+
+    input: float
+    output: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PollConfig:
+    initial_s: float = setting(30.0, gt=0)
+    max_s: float = setting(600.0, gt=0)
+    multiplier: float = setting(1.5, ge=1)
+    timeout_s: float = setting(172800.0, gt=0)  # jobs expire after 48 h
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryConfig:
+    """Retries of temporary errors (429, 5xx, connection): attempts include the first."""
+
+    attempts: int = setting(8, ge=1)
+    initial_s: float = setting(1.0, gt=0)
+    max_s: float = setting(60.0, gt=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    """Section `teacher` of params.yaml."""
+
+    backend: str = setting(choices=("reference", "gemini-batch", "gemini"))
+    model: str = setting(key_of="prices_per_mtok")  # a model with a price, so its cost is guarded
+    temperature: float = setting(ge=0)
+    max_output_tokens: int = setting(ge=1)
+    thinking_budget: int = setting(ge=-1)  # -1: the model's default
+    prices_per_mtok: dict[str, Price] = setting()
+    batch_discount: float = setting(0.5, gt=0, le=1)
+    max_cost_usd: float = setting(25.0, ge=0)
+    max_resubmits: int = setting(2, ge=0)
+    poll: PollConfig = dataclasses.field(default_factory=PollConfig)
+    retry: RetryConfig = dataclasses.field(default_factory=RetryConfig)
+    state_dir: str = ".specdraft/teacher"
+    api_version: str = "v1beta"  # the Batch API lives on v1beta
+    # A pass that accepts less than this share of its questions fails (with the counts by
+    # reject reason) instead of training on what little is left; results are kept for a rerun.
+    min_accepted_share: float = setting(0.5, ge=0, le=1)
+
+    def price(self) -> Price:
+        return self.prices_per_mtok[self.model]
+
+
+
+# Why a row is rejected; metrics count each one. too_long: the training sequence (prompt +
+# answer in the chat template) is longer than train_target.max_length, so training would cut
+# the answer and its end-of-turn token.
+REJECT_REASONS = ("wrong_answer", "no_hash", "empty", "blocked", "truncated", "too_long", "api_error")
 BLOCKED_FINISH = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"}
 
 
@@ -54,9 +111,25 @@ class Backend(Protocol):
     def generate(self, items: list[TeacherItem]) -> dict[str, TeacherResult]: ...
 
 
-def validate(result: TeacherResult, gold: str) -> tuple[str | None, dict[str, Any]]:
+@dataclasses.dataclass(frozen=True)
+class LengthLimit:
+    """The training length an answer must fit: `tokens(messages, text)` counts the training
+    sequence with the target's tokenizer (specdraft.prompts.training_length)."""
+
+    tokenizer: Any
+    max_length: int
+
+    def tokens(self, msgs: list[dict[str, str]], text: str) -> int:
+        from specdraft.prompts import training_length
+
+        return training_length(self.tokenizer, msgs, text)
+
+
+def validate(result: TeacherResult, gold: str, training_tokens: Callable[[], int] | None = None,
+             max_length: int | None = None) -> tuple[str | None, dict[str, Any]]:
     """(reject reason or None, extraction info). Order: error, blocked, empty, truncated,
-    missing '####', wrong answer; the first that applies is the reason."""
+    missing '####', wrong answer, too long for training (`training_tokens()` > max_length);
+    the first that applies is the reason."""
     info: dict[str, Any] = {"extracted": None, "extraction_path": None}
     if result.error:
         return "api_error", info
@@ -72,6 +145,10 @@ def validate(result: TeacherResult, gold: str) -> tuple[str | None, dict[str, An
         return "no_hash", info
     if not j.correct:
         return "wrong_answer", info
+    if training_tokens is not None and max_length is not None:
+        info["training_tokens"] = training_tokens()
+        if info["training_tokens"] > max_length:
+            return "too_long", info
     return None, info
 
 

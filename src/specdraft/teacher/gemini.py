@@ -26,7 +26,6 @@ The API key comes only from GEMINI_API_KEY or GOOGLE_API_KEY and is never writte
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -36,70 +35,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from specdraft.config import setting
 from specdraft.io import atomic_open, read_json, write_json
 from specdraft.prompts import to_gemini
-from specdraft.teacher.core import TeacherError, TeacherItem, TeacherResult
+from specdraft.teacher.core import RetryConfig, TeacherConfig, TeacherError, TeacherItem, TeacherResult
 
 log = logging.getLogger("teacher.gemini")
 
 TERMINAL_OK = "JOB_STATE_SUCCEEDED"
 TERMINAL_BAD = ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
 API_KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-
-
-@dataclasses.dataclass(frozen=True)
-class Price:
-    """USD per million tokens at the interactive price; thinking tokens bill as output."""
-
-    input: float
-    output: float
-
-
-@dataclasses.dataclass(frozen=True)
-class PollConfig:
-    initial_s: float = setting(30.0, gt=0)
-    max_s: float = setting(600.0, gt=0)
-    multiplier: float = setting(1.5, ge=1)
-    timeout_s: float = setting(172800.0, gt=0)  # jobs expire after 48 h
-
-
-@dataclasses.dataclass(frozen=True)
-class RetryConfig:
-    """Retries of temporary errors (429, 5xx, connection): attempts include the first."""
-
-    attempts: int = setting(8, ge=1)
-    initial_s: float = setting(1.0, gt=0)
-    max_s: float = setting(60.0, gt=0)
-
-
-@dataclasses.dataclass(frozen=True)
-class TeacherConfig:
-    """Section `teacher` of params.yaml."""
-
-    backend: str = setting(choices=("reference", "gemini-batch", "gemini"))
-    model: str = setting()
-    temperature: float = setting(ge=0)
-    max_output_tokens: int = setting(ge=1)
-    thinking_budget: int = setting(ge=-1)  # -1: the model's default
-    prices_per_mtok: dict[str, Price] = setting()
-    batch_discount: float = setting(0.5, gt=0, le=1)
-    max_cost_usd: float = setting(25.0, ge=0)
-    max_resubmits: int = setting(2, ge=0)
-    poll: PollConfig = dataclasses.field(default_factory=PollConfig)
-    retry: RetryConfig = dataclasses.field(default_factory=RetryConfig)
-    state_dir: str = ".specdraft/teacher"
-    max_retries: int = setting(5, ge=0)  # interactive backend
-    api_version: str = "v1beta"  # the Batch API lives on v1beta
-    # A pass that accepts less than this share of its questions fails (with the counts by
-    # reject reason) instead of training on what little is left; results are kept for a rerun.
-    min_accepted_share: float = setting(0.5, ge=0, le=1)
-
-    def price(self) -> Price:
-        if self.model not in self.prices_per_mtok:
-            raise TeacherError(f"params.yaml: teacher.prices_per_mtok has no price for model {self.model!r}; "
-                               f"known: {sorted(self.prices_per_mtok)}")
-        return self.prices_per_mtok[self.model]
 
 
 def api_key() -> str:
@@ -296,6 +240,8 @@ class GeminiBatchBackend:
                 line = got.get(key)
                 if line is None or "error" in line:
                     failed += 1
+                    err = (line or {}).get("error") or {"message": "no line for this request in the results"}
+                    st.setdefault("errors", {})[key] = f"{err.get('code', '')} {err.get('message', '')}".strip()
                     continue
                 st["results"][key] = parse_response(line["response"]).to_json()
             round_["status"] = "done"
@@ -305,7 +251,8 @@ class GeminiBatchBackend:
         out = {k: TeacherResult(**v) for k, v in st["results"].items() if k in by_key}
         for k in by_key:
             if k not in out:
-                out[k] = TeacherResult(error=f"no result after {self.cfg.max_resubmits} resubmissions")
+                last = st.get("errors", {}).get(k, "unknown")
+                out[k] = TeacherResult(error=f"no result after {self.cfg.max_resubmits} resubmissions; last: {last}")
         return out
 
     def _find(self, client: Any, base: str) -> tuple[Any | None, int]:
@@ -397,14 +344,13 @@ class GeminiBatchBackend:
 
 # ----------------------------------------------------------------------- interactive
 class GeminiInteractiveBackend:
-    """One request at a time with retry and backoff: quick trials, same parsing."""
+    """One request at a time, with the client's retries: quick trials, same parsing."""
 
     name = "gemini"
     batch = False
 
-    def __init__(self, cfg: TeacherConfig, sleep=time.sleep):
+    def __init__(self, cfg: TeacherConfig):
         self.cfg = cfg
-        self.sleep = sleep
 
     def generate(self, items: list[TeacherItem]) -> dict[str, TeacherResult]:
         from google.genai import errors, types
@@ -420,16 +366,9 @@ class GeminiInteractiveBackend:
                 temperature=self.cfg.temperature, max_output_tokens=self.cfg.max_output_tokens,
                 thinking_config=types.ThinkingConfig(thinking_budget=self.cfg.thinking_budget)
                 if self.cfg.thinking_budget >= 0 else None)
-            for attempt in range(self.cfg.max_retries + 1):
-                try:
-                    resp = client.models.generate_content(model=self.cfg.model, contents=req["contents"],
-                                                          config=config)
-                    out[it.key] = parse_response(resp)
-                    break
-                except errors.APIError as e:
-                    retryable = e.code in (429, 500, 503, 504)
-                    if not retryable or attempt == self.cfg.max_retries:
-                        out[it.key] = TeacherResult(error=f"{e.code}: {e.message}")
-                        break
-                    self.sleep(min(60.0, 2.0 ** attempt))
+            try:  # temporary errors are retried by the client (teacher.retry), as for every call
+                resp = client.models.generate_content(model=self.cfg.model, contents=req["contents"], config=config)
+                out[it.key] = parse_response(resp)
+            except errors.APIError as e:
+                out[it.key] = TeacherResult(error=f"{e.code}: {e.message}")
         return out

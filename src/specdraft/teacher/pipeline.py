@@ -18,38 +18,43 @@ from specdraft.prompts import PromptsConfig, messages, summarize_messages
 from specdraft.teacher.core import (
     REJECT_REASONS,
     Backend,
+    LengthLimit,
+    TeacherConfig,
     TeacherError,
     TeacherItem,
     TeacherResult,
     step_stats,
     validate,
 )
-from specdraft.teacher.gemini import GeminiBatchBackend, GeminiInteractiveBackend, TeacherConfig, usage_cost
+from specdraft.teacher.gemini import GeminiBatchBackend, GeminiInteractiveBackend, usage_cost
 from specdraft.teacher.reference import ReferenceBackend, cod_from_cot, cot_from_gold
 
-BACKENDS = ("reference", "gemini-batch", "gemini")
 PREPARED_FIELDS = ("id", "question", "solution", "answer", "format")
 
 
 def make_backend(cfg: TeacherConfig, state_dir: Path) -> Backend:
+    """The backend teacher.backend names (its choices are checked where it is built)."""
     if cfg.backend == "reference":
         return ReferenceBackend()
     if cfg.backend == "gemini-batch":
         return GeminiBatchBackend(cfg, state_dir)
-    if cfg.backend == "gemini":
-        return GeminiInteractiveBackend(cfg)
-    raise InputError(f"params.yaml: teacher.backend: unknown backend {cfg.backend!r}; valid: {list(BACKENDS)}")
+    return GeminiInteractiveBackend(cfg)
 
 
 def _finish(rows: list[dict[str, Any]], items: list[TeacherItem], results: dict[str, TeacherResult],
-            backend: Backend, cfg: TeacherConfig, extra: dict[str, dict[str, Any]] | None = None,
+            backend: Backend, cfg: TeacherConfig, style: str, prompts: PromptsConfig, limit: LengthLimit | None,
+            extra: dict[str, dict[str, Any]] | None = None,
             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Accepted and rejected rows (each with its reason) and the pass's metrics. `style`:
+    the training set the answers go to, whose prompt counts towards their training length."""
     accepted, rejected = [], []
     reasons: collections.Counter[str] = collections.Counter()
     model = "reference" if backend.name == "reference" else cfg.model
     for row in rows:
         res = results[row["id"]]
-        why, info = validate(res, row["answer"])
+        length = None if limit is None else \
+            (lambda q=row["question"], t=res.text: limit.tokens(messages(prompts, style, q), t))
+        why, info = validate(res, row["answer"], length, limit.max_length if limit else None)
         out = {"id": row["id"], "question": row["question"], "answer": row["answer"], "response": res.text,
                **info, "teacher": model, "finish_reason": res.finish_reason,
                "usage": {"input_tokens": res.input_tokens, "output_tokens": res.output_tokens,
@@ -68,30 +73,35 @@ def _finish(rows: list[dict[str, Any]], items: list[TeacherItem], results: dict[
         "tokens_in": sum(r.input_tokens for r in res_list),
         "tokens_out": sum(r.output_tokens + r.thoughts_tokens for r in res_list),
         "cost_usd": 0.0 if backend.name == "reference" else usage_cost(res_list, cfg, getattr(backend, "batch", False)),
+        "max_length": limit.max_length if limit else None,
+        "training_tokens_max": max((r["training_tokens"] for r in accepted), default=None) if limit else None,
     }
     if rows and metrics["accepted_share"] < cfg.min_accepted_share:
         raise TeacherError(f"the teacher accepted {len(accepted)} of {len(rows)} answers "
                            f"({metrics['accepted_share']:.0%} < teacher.min_accepted_share "
                            f"{cfg.min_accepted_share:.0%}); rejected by reason: "
-                           f"{ {k: v for k, v in metrics['rejected_by_reason'].items() if v} }. Nothing was written; "
+                           f"{ {k: v for k, v in metrics['rejected_by_reason'].items() if v} }"
+                           + next((f" (first service error: {r['error']})" for r in rejected if r.get("error")), "")
+                           + ". Nothing was written; "
                            "the teacher's results are kept (a rerun does not pay again): fix the prompts or "
                            "settings, or lower the share")
     return accepted, rejected, metrics
 
 
-def run_cot(rows: list[dict[str, Any]], prompts: PromptsConfig, cfg: TeacherConfig, state_dir: Path):
-    """CoT pass over prepared training rows."""
+def run_cot(rows: list[dict[str, Any]], prompts: PromptsConfig, cfg: TeacherConfig, state_dir: Path,
+            limit: LengthLimit | None = None):
+    """CoT pass over prepared training rows (`limit`: answers must fit training)."""
     backend = make_backend(cfg, state_dir)
     items = [TeacherItem(r["id"], messages(prompts, "cot", r["question"]),
                          reference=cot_from_gold(r["solution"], r["format"], r["answer"])) for r in rows]
     results = backend.generate(items)
-    acc, rej, m = _finish(rows, items, results, backend, cfg)
+    acc, rej, m = _finish(rows, items, results, backend, cfg, "cot", prompts, limit)
     m.update(step_stats([r["response"] for r in acc]))
     return acc, rej, m
 
 
 def run_cod(cot_rows: list[dict[str, Any]], prepared: dict[str, dict[str, Any]], prompts: PromptsConfig,
-            cfg: TeacherConfig, state_dir: Path):
+            cfg: TeacherConfig, state_dir: Path, limit: LengthLimit | None = None):
     """CoD pass: summarise each accepted CoT; the result must still reach the gold answer."""
     backend = make_backend(cfg, state_dir)
     items = []
@@ -102,7 +112,7 @@ def run_cod(cot_rows: list[dict[str, Any]], prepared: dict[str, dict[str, Any]],
         items.append(TeacherItem(r["id"], summarize_messages(prompts, r["question"], r["response"]),
                                  reference=cod_from_cot(r["response"], src["format"], src["solution"])))
     results = backend.generate(items)
-    acc, rej, m = _finish(cot_rows, items, results, backend, cfg,
+    acc, rej, m = _finish(cot_rows, items, results, backend, cfg, "cod", prompts, limit,
                           extra={r["id"]: {"cot": r["response"]} for r in cot_rows})
     m.update(step_stats([r["response"] for r in acc]))
     ratios = [len(r["response"]) / max(1, len(r["cot"])) for r in acc]

@@ -84,13 +84,13 @@ def plain_speed(engines: dict[str, HFEngine], prompts: list[str]) -> dict[str, A
     ids = {n: [] for n in engines}
     for p in prompts:
         for name, eng in engines.items():
-            o = eng.generate_one(p, speculative=False)
+            o = eng.generate_one(p)
             secs[name] += o.latency_s
             toks[name] += o.output_tokens
             ids[name].append(o.token_ids)
     for name, eng in engines.items():
         t = time.perf_counter()
-        b8 = eng.generate(prompts, batch_size=8)
+        b8 = eng.generate(prompts)  # batch_size 8 (both paths' GenerationConfig)
         out[name] = {"tok_s_batch1": toks[name] / secs[name], "tok_s_batch8": _tok_s(b8, time.perf_counter() - t),
                      "ms_per_token_batch1": 1000 * secs[name] / toks[name]}
     first = next(iter(engines))
@@ -102,13 +102,13 @@ def plain_speed(engines: dict[str, HFEngine], prompts: list[str]) -> dict[str, A
 
 def speculative(eng: HFEngine, prompts: list[str], k: int, c: float) -> dict[str, Any]:
     eng.cfg = dataclasses.replace(eng.cfg, num_speculative_tokens=k)
-    eng.draft.generation_config.num_assistant_tokens = k
+    eng.drafts["draft"].generation_config.num_assistant_tokens = k
     ratios, same, plain_s, plain_tok = [], 0, 0.0, 0
     rounds = proposed = accepted = tokens = 0
     verify_s = draft_s = 0.0
     for p in prompts:  # alternate plain and speculative per prompt: paired timings
-        a = eng.generate_one(p, speculative=False)
-        s = eng.generate_one(p, speculative=True)
+        a = eng.generate_one(p)
+        s = eng.generate_one(p, "draft")
         ratios.append(a.latency_s / s.latency_s)
         same += a.token_ids == s.token_ids
         plain_s += a.latency_s
@@ -134,14 +134,15 @@ def speculative(eng: HFEngine, prompts: list[str], k: int, c: float) -> dict[str
 def run(target: Path, draft: Path, questions: list[str], draft_data: tuple[list[str], list[str]],
         prompts_cfg: PromptsConfig, max_new: int, ks: list[int], draft_vocab: int, today_ks: list[int]) -> dict:
     paths = {
-        "today": GenerationConfig(max_new_tokens=max_new, decode_loop="transformers", cpu_kernels="default"),
-        "fast": GenerationConfig(max_new_tokens=max_new, decode_loop="specdraft", cpu_kernels="onednn",
+        "today": GenerationConfig(max_new_tokens=max_new, batch_size=8, decode_loop="transformers",
+                                  cpu_kernels="default"),
+        "fast": GenerationConfig(max_new_tokens=max_new, batch_size=8, decode_loop="specdraft", cpu_kernels="onednn",
                                  draft_quant="int8", draft_vocab=draft_vocab),
     }
     engines = {n: HFEngine(target, draft, cfg, draft_data=draft_data) for n, cfg in paths.items()}
     prompts = [engines["fast"].render(messages(prompts_cfg, "cot", q)) for q in questions]
     for eng in engines.values():
-        eng.generate_one(prompts[0], speculative=True)  # warm-up
+        eng.generate_one(prompts[0], "draft")  # warm-up
     res: dict[str, Any] = {"target": str(target), "draft": str(draft), "prompts": len(prompts),
                            "max_new_tokens": max_new, "draft_vocab": draft_vocab,
                            "paths": {n: {k: v for k, v in dataclasses.asdict(c).items() if k != "vllm"}

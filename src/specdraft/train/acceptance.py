@@ -23,12 +23,14 @@ def simulated_acceptance(model_dir: Path, draft_dir: Path, rows: list[dict[str, 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from specdraft.evaluate.stats import acceptance_stats
     from specdraft.generate.models import torch_dtype
     from specdraft.prompts import render
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     draft = AutoModelForCausalLM.from_pretrained(draft_dir, dtype=torch_dtype(dtype)).eval()
-    rounds = proposed = accepted = tokens = 0
+    rounds = proposed = accepted = 0
+    hist = [0] * (k + 1)
     for r in rows:
         prompt = render(tok, messages(prompts, style, r["question"]))
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -48,8 +50,26 @@ def simulated_acceptance(model_dir: Path, draft_dir: Path, rows: list[dict[str, 
             rounds += 1
             proposed += n
             accepted += acc
+            if n:
+                hist[acc] += 1
             pos += acc + 1
-        tokens += len(a_ids)
     return {"k": k, "rounds": rounds, "proposed": proposed, "accepted": accepted,
-            "acceptance_rate": accepted / proposed if proposed else 0.0,
-            "mean_acceptance_length": tokens / rounds if rounds else 0.0}
+            **acceptance_stats(proposed, accepted, hist)}
+
+
+def held_out_acceptance(rows: list[dict[str, Any]], prompts: PromptsConfig, style: str, cfg: Any, target: Path,
+                        trained: Path, untrained: Path, k: int) -> dict[str, Any]:
+    """Acceptance of the trained and the untrained draft on the rows the draft's training
+    held out (the split the trainer used for its eval loss; all rows when none was), so
+    train_draft's metrics say what distillation bought before any evaluation runs."""
+    from specdraft.train.sft import build_examples, split
+
+    _, val_ex = split(build_examples(rows, prompts, style, "response"), cfg.val_share, cfg.seed)
+    val_q = {e["prompt"][-1]["content"] for e in val_ex}
+    held = [r for r in rows if r["question"].strip() in val_q] or rows
+    out: dict[str, Any] = {"acceptance_rows": len(held)}
+    for which, d in (("trained", trained), ("untrained", untrained)):
+        sim = simulated_acceptance(target, d, held, style, prompts, k)
+        out[f"acceptance_{which}"] = sim["acceptance_rate"]
+        out[f"mean_acceptance_length_{which}"] = sim["mean_acceptance_length"]
+    return out

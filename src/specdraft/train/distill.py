@@ -14,17 +14,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from specdraft.answers import judge
 from specdraft.config import setting
 from specdraft.generate.api import GenerationConfig
 from specdraft.generate.engine import make_engine
+from specdraft.generate.passes import batched_answers
 from specdraft.generate.resume import Resumable
-from specdraft.io import InputError
 from specdraft.prompts import PromptsConfig, messages
-
-KEEP = ("all", "correct")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,21 +29,17 @@ class DistillConfig:
 
 def distill(target_dir: Path, rows: list[dict[str, Any]], style: str, prompts: PromptsConfig,
             gen: GenerationConfig, cfg: DistillConfig, resume: Resumable) -> tuple[list[dict], dict[str, Any]]:
-    if cfg.keep not in KEEP:
-        raise InputError(f"params.yaml: distill.keep: {cfg.keep!r} unknown; valid: {list(KEEP)}")
+    """The target's greedy answers to `rows` (the evaluation's batched pass), as training
+    rows for the draft (`response`), and their accuracy and lengths."""
     todo = [r for r in rows if r["id"] not in resume.done]
     if todo:
-        engine = make_engine(target_dir, None, gen)
-        bs = gen.batch_size
-        for i in tqdm(range(0, len(todo), bs), desc=f"distill {target_dir.name}", unit="batch"):
-            chunk = todo[i:i + bs]
-            outs = engine.generate([engine.render(messages(prompts, style, r["question"])) for r in chunk])
-            for r, o in zip(chunk, outs, strict=True):
-                j = judge(o.text, r["answer"])
-                resume.add({"id": r["id"], "question": r["question"], "answer": r["answer"], "response": o.text,
-                            "extracted": j.answer, "extraction_path": j.path, "correct": j.correct,
-                            "output_tokens": o.output_tokens, "truncated": o.truncated})
-    done = [resume.done[r["id"]] for r in rows]
+        with make_engine(target_dir, None, gen) as engine:
+            texts = {r["id"]: engine.render(messages(prompts, style, r["question"])) for r in rows}
+            batched_answers(engine, rows, texts, resume, f"distill {target_dir.name}")
+    done = [{"id": r["id"], "question": r["question"], **{k: v for k, v in resume.done[r["id"]].items()
+                                                           if k in KEEP_FIELDS}} for r in rows]
+    for d in done:
+        d["response"] = d.pop("output")
     kept = done if cfg.keep == "all" else [r for r in done if r["correct"]]
     toks = [r["output_tokens"] for r in done]
     metrics = {"n": len(done), "kept": len(kept), "keep": cfg.keep,
@@ -58,3 +49,6 @@ def distill(target_dir: Path, rows: list[dict[str, Any]], style: str, prompts: P
                "extraction_paths": {p: sum(r["extraction_path"] == p for r in done)
                                     for p in sorted({r["extraction_path"] for r in done})}}
     return kept, metrics
+
+
+KEEP_FIELDS = ("answer", "output", "extracted", "extraction_path", "correct", "output_tokens", "truncated")

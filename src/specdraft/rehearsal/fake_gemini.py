@@ -1,14 +1,17 @@
 """A local fake of the Gemini API endpoints that the batch teacher uses, on 127.0.0.1.
 
-The real google-genai client talks to it over HTTP (GOOGLE_GEMINI_BASE_URL). Shapes follow
+Used by the teacher tests and by the paper rehearsal (`make rehearse-paper`). The real
+google-genai client talks to it over HTTP (GOOGLE_GEMINI_BASE_URL). Shapes follow
 the installed SDK's own converters (google/genai/batches.py: _BatchJob_from_mldev reads
 name + metadata.{state, displayName, output.responsesFile}; files.py: resumable upload
 with x-goog-upload-url and x-goog-upload-status, download at files/ID:download?alt=media;
 _ListBatchJobsResponse_from_mldev reads `operations`).
 
-Behaviour is set per test: `answer(key, request) -> line` decides each output line (a
+Behaviour is set per use: `answer(key, request) -> line` decides each output line (a
 response, an error, a block), `final_state` the job's terminal state, `shuffle` the
-line order, and `hold` keeps jobs RUNNING until released.
+line order, and `hold` keeps jobs RUNNING until released. One rule of the real service is
+always applied: a request that turns thinking off (thinkingBudget 0) for a model that only
+works in thinking mode (the 2.5 Pro models) gets a 400 INVALID_ARGUMENT line.
 """
 
 from __future__ import annotations
@@ -35,8 +38,16 @@ def blocked_line() -> dict[str, Any]:
                          "usageMetadata": {"promptTokenCount": 12, "totalTokenCount": 12}}}
 
 
-def error_line(code: int = 500, message: str = "internal") -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "status": "INTERNAL"}}
+def error_line(code: int = 500, message: str = "internal", status: str = "INTERNAL") -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "status": status}}
+
+
+def service_rules(model: str, request: dict[str, Any]) -> dict[str, Any] | None:
+    """The error line the real service answers for a request it refuses, or None."""
+    budget = request.get("generationConfig", {}).get("thinkingConfig", {}).get("thinkingBudget")
+    if "-pro" in model and budget == 0:
+        return error_line(400, "Budget 0 is invalid. This model only works in thinking mode.", "INVALID_ARGUMENT")
+    return None
 
 
 class FakeGemini:
@@ -99,7 +110,8 @@ class FakeGemini:
             req = json.loads(ln)
             self.requests_seen.append(req)
             job["attempts"][req["key"]] = job["attempts"].get(req["key"], 0) + 1
-            lines.append({"key": req["key"], **self.answer(req["key"], req["request"], job["round"])})
+            refused = service_rules(job["model"], req["request"])
+            lines.append({"key": req["key"], **(refused or self.answer(req["key"], req["request"], job["round"]))})
         if self.shuffle:
             random.Random(7).shuffle(lines)
         out = self._id()
@@ -149,7 +161,9 @@ class FakeGemini:
                 body = self._body()
                 path = self.path.split("?")[0]
                 if path == "/upload/v1beta/files":
-                    assert self.headers.get("X-Goog-Upload-Command") == "start"
+                    if self.headers.get("X-Goog-Upload-Command") != "start":
+                        return self._send(400, {"error": {"code": 400, "message": "upload must start",
+                                                          "status": "INVALID_ARGUMENT"}})
                     uid = fake._id()
                     fake.uploads[uid] = json.loads(body or b"{}").get("file", {})
                     return self._send(200, {}, {"x-goog-upload-url": f"{fake.url}/upload-session/{uid}"})
