@@ -127,14 +127,16 @@ def caveats(evals: dict[str, dict[str, Any]]) -> list[str]:
         if any(ev[c]["n"] < SMALL_N for c in _configs(ev)):
             out.append(f"{sc}: n={min(ev[c]['n'] for c in _configs(ev))} test questions: confidence intervals are "
                        f"wide; differences of a few questions are not evidence.")
+        # a speculative configuration whose answers are its plain twin's (simulated) adds nothing here
+        own = [c for c in _configs(ev) if not ev[c].get("acceptance_source", "").startswith("simulated")]
+        cut = [f"{c} {ev[c]['truncation_rate']:.0%}" for c in own if ev[c]["truncation_rate"] > 0.05]
+        if cut:
+            out.append(f"{sc}: outputs cut at max_new_tokens: {', '.join(cut)}.")
+        weak = [f"{c} {_weak(ev[c]):.0%}" for c in own if _weak(ev[c]) > 0.1]
+        if weak:
+            out.append(f"{sc}: answers found only by the last-number fallback or not at all: {', '.join(weak)}.")
         for c in _configs(ev):
             m = ev[c]
-            if m["truncation_rate"] > 0.05:
-                out.append(f"{sc}/{c}: {m['truncation_rate']:.0%} of outputs hit max_new_tokens (truncated).")
-            weak = m.get("extraction_paths", {}).get("last_number", 0) + m.get("extraction_paths", {}).get("none", 0)
-            if weak / m["n"] > 0.1:
-                out.append(f"{sc}/{c}: {weak / m['n']:.0%} of answers were found only by the last-number fallback "
-                           f"or not at all.")
             if m.get("diverging_outputs"):
                 plain = c.split("_")[0]
                 cmp = _cmp(ev, c, plain)
@@ -146,6 +148,11 @@ def caveats(evals: dict[str, dict[str, Any]]) -> list[str]:
     if spec:
         out += _how_measured(spec[0])
     return sorted(set(out), key=out.index)
+
+
+def _weak(m: dict[str, Any]) -> float:
+    paths = m.get("extraction_paths", {})
+    return (paths.get("last_number", 0) + paths.get("none", 0)) / m["n"]
 
 
 def _how_measured(m: dict[str, Any]) -> list[str]:
