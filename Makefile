@@ -89,7 +89,15 @@ bench-generate: $(STAMP) ## Benchmark generation: tokens/s at batch 1 and 8, spe
 
 A ?= HEAD~1
 B ?= HEAD
-.PHONY: compare
+N ?= 3
+.PHONY: replicates
+replicates: $(STAMP) ## Queue the pipeline under N training seeds and tabulate the spread (make replicates N=3: reports/replicates.md)
+	$(BIN)/python -m specdraft.report.replicates --n $(N)
+
+.PHONY: compare diff
+diff: $(STAMP) ## Review two revisions: accuracy, tokens, acceptance, speedup per scenario and configuration (make diff A=<rev> B=<rev>)
+	$(BIN)/dvc metrics diff --targets metrics/headline.json -- $(A) $(B)
+
 compare: $(STAMP) ## Significance of per-sample differences between two revisions: make compare A=<rev> B=<rev>
 	$(BIN)/dvc metrics diff $(A) $(B)
 	$(BIN)/python -m specdraft.evaluate.revisions $(A) $(B)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from specdraft.report.summary import caveats, hypotheses, summary, table
 
 
@@ -99,3 +101,76 @@ def test_summary_header(tmp_path):
     short = {"gsm8k": {"n_train": 24, "n_test": 6, "warnings": ["prepare.n_train: 24 of 40 rows available"]}}
     assert "**Shortfall, gsm8k:** prepare.n_train: 24 of 40 rows available (prepare.allow_shortfall)." in \
         summary(EV, setup, short, [], tmp_path).splitlines()
+
+
+def test_verdict_rules_say_supported_not_supported_or_unresolved():
+    from specdraft.report.verdicts import NOT_SUPPORTED, SUPPORTED, UNRESOLVED, cod_vs_cot, speculative, trained_vs_base
+
+    # 1: significant gain; a 10-point gain excluded; neither
+    assert trained_vs_base(_cmp(0.25, 1.0, 0.01))[1] == SUPPORTED
+    flat = {**_cmp(0.0, 1.0, 1.0), "accuracy_diff_ci95": [-0.07, 0.07]}
+    assert trained_vs_base(flat) == ("+0.00 [-0.07, +0.07], p=1.000", NOT_SUPPORTED)
+    assert trained_vs_base({**flat, "accuracy_diff_ci95": [-0.1, 0.2]})[1] == UNRESOLVED
+    assert trained_vs_base({**_cmp(-0.3, 1.0, 0.01)})[1] == NOT_SUPPORTED  # a significant loss
+    # 2: CI above 1 and accuracy unchanged; CI below 1; CI across 1; accuracy changed
+    sd = _sd(0.5, 50)
+    same = _cmp(0.0, 1.0, 1.0)
+    assert speculative({**sd, "speedup": 1.3, "speedup_ci95": [1.1, 1.5]}, same) == \
+        ("1.30x [1.10, 1.50], accuracy +0.00 (p=1.00)", SUPPORTED)
+    assert speculative(sd, same)[1] == NOT_SUPPORTED  # 0.60x [0.50, 0.70]
+    assert speculative({**sd, "speedup": 1.1, "speedup_ci95": [0.9, 1.3]}, same)[1] == UNRESOLVED
+    assert speculative({**sd, "speedup": 1.3, "speedup_ci95": [1.1, 1.5]}, _cmp(-0.3, 1.0, 0.01))[1] == NOT_SUPPORTED
+    # 3: fewer tokens with the accuracy CI above -0.10; more tokens; CI reaching below -0.10
+    fewer = {**_cmp(0.0, 0.5, 1.0), "accuracy_diff_ci95": [-0.05, 0.05]}
+    assert cod_vs_cot(fewer)[1] == SUPPORTED
+    assert cod_vs_cot({**fewer, "output_tokens_ratio": 1.1, "output_tokens_ratio_ci95": [1.0, 1.2]})[1] == NOT_SUPPORTED
+    assert cod_vs_cot({**fewer, "accuracy_diff_ci95": [-0.25, 0.1]})[1] == UNRESOLVED
+    assert cod_vs_cot({**fewer, "accuracy_diff_ci95": [-0.4, -0.15]})[1] == NOT_SUPPORTED
+
+
+def test_summary_opens_with_the_verdict_table(tmp_path):
+    setup = {"meta.profile": "local", "generation.engine": "hf", "generation.max_new_tokens": 96,
+             "generation.num_speculative_tokens": 2, "models.target": "gguf:x/y.gguf", "models.draft": {"layers": 2},
+             "data.source": "sample"}
+    lines = summary(EV, setup, {"gsm8k": {"n_train": 24, "n_test": 6}}, [], tmp_path).splitlines()
+    assert lines[0] == "# specdraft: results" and lines[2].startswith("Profile **local**")
+    assert lines[4] == "| hypothesis | gsm8k |" and len([x for x in lines[6:11] if x.startswith("| ")]) == 5
+    import re
+
+    for row in lines[6:11]:  # every cell: a figure, a CI in brackets, one of the three verdict words
+        cell = row.split("|")[2]
+        assert re.search(r"\[[-+]?\d", cell) and re.search(r"\*\*(supported|not supported|not resolvable at this n)\*\*$",
+                                                          cell.strip()), row
+
+
+def test_headline_view_has_the_review_figures_of_every_configuration():
+    from specdraft.report.verdicts import headline
+
+    h = headline({"gsm8k": EV["gsm8k"], "math": EV["gsm8k"], "ia": EV["gsm8k"]})
+    rows = [(sc, c, k) for sc, cs in h.items() for c, m in cs.items() for k in m]
+    assert len(rows) == 66  # 3 scenarios x (3 plain x 2 + 4 speculative x 4): fits a screen
+    assert h["gsm8k"]["cot"] == {"accuracy": 0.5, "mean_output_tokens": 50}
+    assert h["gsm8k"]["cot_sd"] == {"accuracy": 0.5, "mean_output_tokens": 50, "acceptance_rate": 0.25, "speedup": 0.6}
+
+
+def test_replicates_table_gives_mean_spread_and_each_seed_beside_the_within_run_ci():
+    from specdraft.report.replicates import table
+
+    def run(acc, speedup):  # one experiment's data as `dvc exp show --json` gives it
+        return {"metrics": {
+            "metrics/headline.json": {"data": {"gsm8k": {
+                "cot": {"accuracy": acc, "mean_output_tokens": 40.0},
+                "cot_sd": {"accuracy": acc, "mean_output_tokens": 40.0, "acceptance_rate": 0.3, "speedup": speedup}}}},
+            "metrics/eval/gsm8k/cot.json": {"data": {"accuracy_ci95": [0.2, 0.5]}},
+            "metrics/eval/gsm8k/cot_sd.json": {"data": {"speedup_ci95": [1.1, 1.4]}},
+            "metrics/eval/gsm8k/comparisons.json": {"data": {"cod_vs_cot": {
+                "output_tokens_ratio": 0.5, "output_tokens_ratio_ci95": [0.45, 0.55]}}}}}
+
+    md, data = table({0: run(0.3, 1.2), 1: run(0.4, 1.3), 2: run(0.35, 1.25)}, 2400.0)
+    f = data["figures"]["gsm8k cot accuracy"]
+    assert f["mean"] == pytest.approx(0.35) and (f["min"], f["max"]) == (0.3, 0.4) and f["per_seed"] == [0.3, 0.4, 0.35]
+    assert f["sd"] == pytest.approx(0.05) and f["within_run_ci95_seed0"] == [0.2, 0.5]
+    assert data["figures"]["gsm8k cot_sd speedup"]["within_run_ci95_seed0"] == [1.1, 1.4]
+    assert data["figures"]["gsm8k CoD/CoT tokens"]["mean"] == 0.5
+    assert "| gsm8k cot accuracy | 0.350 | 0.300-0.400 (0.050) | 0.300 / 0.400 / 0.350 | [0.200, 0.500] |" in md
+    assert "40 min" in md

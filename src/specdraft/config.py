@@ -269,7 +269,6 @@ class RuntimeConfig:
     local profile measures both cores against one in conf/profile/local.yaml)."""
 
     threads: int = setting(1, ge=1)
-    seed: int = 0
 
 
 def apply_runtime(rt: RuntimeConfig) -> int:

@@ -27,75 +27,42 @@ NAMES = ["Mia", "Omar", "Lena", "Ravi", "Sofia", "Jonas", "Aiko", "Bruno", "Chlo
 
 
 # ------------------------------------------------------------------------- GSM8K-style
-# One- and two-step problems with small numbers: the difficulty at which a 135M model
-# solves some but not all (measured for the README's local-profile choice).
+# One-step additions of single-digit numbers: the easy scenario, where the untrained 135M
+# target already answers half or more (the choice and its measurement: README, "Choosing
+# the local profile"; `python -m specdraft.tools.probe_scenarios`).
 ITEMS = ["apples", "stickers", "marbles", "shells", "stamps", "pencils", "cards", "beads"]
 
 
-def _g_add(r: random.Random) -> tuple[str, str]:
+def _g_two_colours(r: random.Random) -> tuple[str, str]:
     name, item = r.choice(NAMES), r.choice(ITEMS)
-    a, b = r.randint(3, 30), r.randint(2, 20)
-    q = f"{name} has {a} {item} and gets {b} more {item}. How many {item} does {name} have now?"
-    a_ = f"{name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {item} now.\n#### {a + b}"
+    a, b = r.randint(2, 9), r.randint(2, 9)
+    q = f"{name} has {a} red {item} and {b} blue {item}. How many {item} does {name} have in all?"
+    a_ = f"{name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {item} in all.\n#### {a + b}"
     return q, a_
 
 
-def _g_sub(r: random.Random) -> tuple[str, str]:
+def _g_bag(r: random.Random) -> tuple[str, str]:
     name, item = r.choice(NAMES), r.choice(ITEMS)
-    a = r.randint(12, 40)
-    b = r.randint(2, a - 2)
-    q = f"{name} has {a} {item} and gives {b} {item} to a friend. How many {item} does {name} have left?"
-    a_ = f"{name} has {a} - {b} = <<{a}-{b}={a - b}>>{a - b} {item} left.\n#### {a - b}"
+    a, b = r.randint(2, 9), r.randint(2, 9)
+    q = f"{name} puts {a} {item} in a bag and then {b} more {item} in the same bag. How many {item} are in the bag in all?"
+    a_ = f"There are {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {item} in the bag.\n#### {a + b}"
     return q, a_
 
 
-def _g_mul(r: random.Random) -> tuple[str, str]:
+def _g_same_number(r: random.Random) -> tuple[str, str]:
     name, item = r.choice(NAMES), r.choice(ITEMS)
-    a, b = r.randint(2, 9), r.randint(2, 12)
-    q = f"{name} buys {a} bags with {b} {item} in each bag. How many {item} does {name} buy?"
-    a_ = f"{name} buys {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}.\n#### {a * b}"
+    a = r.randint(2, 9)
+    q = f"{name} has {a} red {item} and {a} blue {item}. How many {item} does {name} have in all?"
+    a_ = f"{name} has {a} + {a} = <<{a}+{a}={2 * a}>>{2 * a} {item} in all.\n#### {2 * a}"
     return q, a_
 
 
-def _g_div(r: random.Random) -> tuple[str, str]:
-    name, item = r.choice(NAMES), r.choice(ITEMS)
-    friends, each = r.randint(2, 9), r.randint(2, 10)
-    total = friends * each
-    q = f"{name} shares {total} {item} equally among {friends} friends. How many {item} does each friend get?"
-    a_ = f"Each friend gets {total} / {friends} = <<{total}/{friends}={each}>>{each} {item}.\n#### {each}"
-    return q, a_
-
-
-def _g_add_sub(r: random.Random) -> tuple[str, str]:
-    name, item = r.choice(NAMES), r.choice(ITEMS)
-    a, b = r.randint(5, 25), r.randint(2, 15)
-    c = r.randint(2, a + b - 2)
-    q = (f"{name} has {a} {item}, finds {b} more {item}, and then gives away {c} {item}. "
-         f"How many {item} does {name} have now?")
-    a_ = (f"After finding more, {name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {item}.\n"
-          f"After giving some away, {name} has {a + b} - {c} = <<{a + b}-{c}={a + b - c}>>{a + b - c} {item}.\n"
-          f"#### {a + b - c}")
-    return q, a_
-
-
-def _g_mul_add(r: random.Random) -> tuple[str, str]:
-    name, item = r.choice(NAMES), r.choice(ITEMS)
-    a, b, c = r.randint(2, 9), r.randint(2, 10), r.randint(1, 9)
-    q = (f"{name} buys {a} packs of {item} with {b} {item} in each pack, and {c} single {item}. "
-         f"How many {item} does {name} buy in all?")
-    a_ = (f"The packs hold {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}.\n"
-          f"In all {name} buys {a * b} + {c} = <<{a * b}+{c}={a * b + c}>>{a * b + c} {item}.\n"
-          f"#### {a * b + c}")
-    return q, a_
-
-
-GSM8K_TEMPLATES: list[Callable[[random.Random], tuple[str, str]]] = [
-    _g_add, _g_sub, _g_mul, _g_div, _g_add_sub, _g_mul_add]
+GSM8K_TEMPLATES: list[Callable[[random.Random], tuple[str, str]]] = [_g_two_colours, _g_bag, _g_same_number]
 
 
 # -------------------------------------------------------------------------- MATH-style
-def _m_add_eq(r: random.Random) -> tuple[str, str, str]:
-    x, b = r.randint(1, 30), r.randint(2, 20)
+def _m_add_eq_small(r: random.Random) -> tuple[str, str, str]:
+    x, b = r.randint(1, 9), r.randint(1, 9)
     q = f"Solve for $x$: $x + {b} = {x + b}$."
     s = f"Subtracting ${b}$ from both sides gives $x = {x + b} - {b} = \\boxed{{{x}}}$."
     return q, s, str(x)
@@ -106,13 +73,6 @@ def _m_mul_eq(r: random.Random) -> tuple[str, str, str]:
     q = f"Solve for $x$: ${a}x = {a * x}$."
     s = f"Dividing both sides by ${a}$ gives $x = {a * x} / {a} = \\boxed{{{x}}}$."
     return q, s, str(x)
-
-
-def _m_eval_linear(r: random.Random) -> tuple[str, str, str]:
-    a, b, x = r.randint(2, 9), r.randint(1, 20), r.randint(1, 9)
-    q = f"What is the value of ${a}x + {b}$ when $x = {x}$?"
-    s = f"Substituting $x = {x}$ gives ${a}({x}) + {b} = {a * x} + {b} = \\boxed{{{a * x + b}}}$."
-    return q, s, str(a * x + b)
 
 
 def _m_linear(r: random.Random) -> tuple[str, str, str]:
@@ -160,48 +120,42 @@ def _m_simplify(r: random.Random) -> tuple[str, str, str]:
     return q, s, ans
 
 
-def _m_vieta_squares(r: random.Random) -> tuple[str, str, str]:
-    r1, r2 = r.randint(-6, 7), r.randint(-6, 7)
+def _roots(r: random.Random, n: int) -> list[int]:
+    return [r.randint(1, 9) for _ in range(n)]
+
+
+def _m_vieta_sum(r: random.Random) -> tuple[str, str, str]:
+    r1, r2 = _roots(r, 2)
     s_, p = r1 + r2, r1 * r2
-    ans = s_ * s_ - 2 * p
-    q = (f"Let $a$ and $b$ be the roots of $x^2 - ({s_})x + ({p}) = 0$. "
-         f"Compute $a^2 + b^2$.")
-    s = (f"By Vieta's formulas, $a + b = {s_}$ and $ab = {p}$. Then\n\\[a^2 + b^2 = (a + b)^2 - 2ab = "
-         f"{s_ * s_} - ({2 * p}) = \\boxed{{{ans}}}.\\]")
-    return q, s, str(ans)
+    q = f"Find the sum of the roots of $x^2 - {s_}x + {p} = 0$."
+    s = f"By Vieta's formulas, the sum of the roots of $x^2 - {s_}x + {p}$ is $\\boxed{{{s_}}}$."
+    return q, s, str(s_)
 
 
-def _m_remainder(r: random.Random) -> tuple[str, str, str]:
-    a, b, c, t = r.randint(-5, 5), r.randint(-9, 9), r.randint(-12, 12), r.randint(-3, 4)
-    rem = t ** 3 + a * t * t + b * t + c
-    q = f"Find the remainder when $x^3 + ({a})x^2 + ({b})x + ({c})$ is divided by $x - ({t})$."
-    s = (f"By the Remainder Theorem, the remainder is the value of the polynomial at $x = {t}$:\n"
-         f"\\[({t})^3 + ({a})({t})^2 + ({b})({t}) + ({c}) = {t ** 3} + {a * t * t} + {b * t} + {c}"
-         f" = \\boxed{{{rem}}}.\\]")
-    return q, s, str(rem)
+def _m_vieta_product(r: random.Random) -> tuple[str, str, str]:
+    r1, r2 = _roots(r, 2)
+    s_, p = r1 + r2, r1 * r2
+    q = f"Find the product of the roots of $x^2 - {s_}x + {p} = 0$."
+    s = f"By Vieta's formulas, the product of the roots of $x^2 - {s_}x + {p}$ is $\\boxed{{{p}}}$."
+    return q, s, str(p)
 
 
-def _m_series(r: random.Random) -> tuple[str, str, str]:
-    k = r.randint(2, 9)
-    num = r.randint(1, 5)
-    total = Fraction(num * k, k - 1)
-    ans = str(total.numerator) if total.denominator == 1 else f"\\frac{{{total.numerator}}}{{{total.denominator}}}"
-    q = f"Compute $\\displaystyle \\sum_{{n=0}}^\\infty \\frac{{{num}}}{{{k}^n}}$."
-    s = (f"This is a geometric series with first term ${num}$ and common ratio $\\frac{{1}}{{{k}}}$, so its sum is\n"
-         f"\\[\\frac{{{num}}}{{1 - \\frac{{1}}{{{k}}}}} = \\frac{{{num * k}}}{{{k - 1}}} = \\boxed{{{ans}}}.\\]")
-    return q, s, ans
+def _m_vieta_sum_scaled(r: random.Random) -> tuple[str, str, str]:
+    a, (r1, r2) = r.randint(2, 4), _roots(r, 2)
+    s_, p = r1 + r2, r1 * r2
+    q = f"Find the sum of the roots of ${a}x^2 - {a * s_}x + {a * p} = 0$."
+    s = (f"By Vieta's formulas, the sum of the roots of ${a}x^2 - {a * s_}x + {a * p}$ is "
+         f"$\\frac{{{a * s_}}}{{{a}}} = \\boxed{{{s_}}}$.")
+    return q, s, str(s_)
 
 
-def _m_recurrence(r: random.Random) -> tuple[str, str, str]:
-    a1, a2, n = r.randint(1, 6), r.randint(1, 9), r.randint(5, 8)
-    seq = [a1, a2]
-    while len(seq) < n:
-        seq.append(seq[-1] + seq[-2])
-    lines = " \\\\\n".join(f"a_{i + 1} &= {seq[i - 1]} + {seq[i - 2]} = {seq[i]}" for i in range(2, n))
-    q = (f"A sequence satisfies $a_1 = {a1},$ $a_2 = {a2},$ and $a_{{k + 2}} = a_{{k + 1}} + a_k$ "
-         f"for all $k \\ge 1.$ Find $a_{n}.$")
-    s = f"We compute the terms in order:\n\\begin{{align*}}\n{lines}.\n\\end{{align*}}Hence $a_{n} = \\boxed{{{seq[-1]}}}.$"
-    return q, s, str(seq[-1])
+def _m_vieta_product_scaled(r: random.Random) -> tuple[str, str, str]:
+    a, (r1, r2) = r.randint(2, 4), _roots(r, 2)
+    s_, p = r1 + r2, r1 * r2
+    q = f"Find the product of the roots of ${a}x^2 - {a * s_}x + {a * p} = 0$."
+    s = (f"By Vieta's formulas, the product of the roots of ${a}x^2 - {a * s_}x + {a * p}$ is "
+         f"$\\frac{{{a * p}}}{{{a}}} = \\boxed{{{p}}}$.")
+    return q, s, str(p)
 
 
 def _m_abs_sum(r: random.Random) -> tuple[str, str, str]:
@@ -215,11 +169,11 @@ def _m_abs_sum(r: random.Random) -> tuple[str, str, str]:
 # (type, level) -> templates. The scenarios select Algebra 1-2 and Intermediate Algebra 3-4;
 # the other (type, level) pairs are there so that the filters have something to reject.
 MATH_TEMPLATES: dict[tuple[str, str], list[Callable[[random.Random], tuple[str, str, str]]]] = {
-    ("Algebra", "Level 1"): [_m_add_eq, _m_mul_eq],
-    ("Algebra", "Level 2"): [_m_eval_linear, _m_linear],
+    ("Algebra", "Level 1"): [_m_add_eq_small],
+    ("Algebra", "Level 2"): [_m_mul_eq],
     ("Algebra", "Level 3"): [_m_simplify, _m_evaluate, _m_slope],
-    ("Intermediate Algebra", "Level 3"): [_m_vieta_squares, _m_series],
-    ("Intermediate Algebra", "Level 4"): [_m_remainder, _m_recurrence],
+    ("Intermediate Algebra", "Level 3"): [_m_vieta_sum, _m_vieta_product],
+    ("Intermediate Algebra", "Level 4"): [_m_vieta_sum_scaled, _m_vieta_product_scaled],
     ("Algebra", "Level 4"): [_m_abs_sum],
     ("Prealgebra", "Level 1"): [_m_linear],
     ("Intermediate Algebra", "Level 1"): [_m_abs_sum],

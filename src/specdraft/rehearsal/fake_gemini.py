@@ -21,8 +21,10 @@ import random
 import re
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from specdraft.rehearsal.server import LocalServer
 
 
 def ok_line(text: str, finish: str = "STOP", tokens_in: int = 20, tokens_out: int = 30) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def service_rules(model: str, request: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-class FakeGemini:
+class FakeGemini(LocalServer):
     def __init__(self, answer: Callable[[str, dict[str, Any], int], dict[str, Any]],
                  final_state: str = "BATCH_STATE_SUCCEEDED", polls_before_done: int = 1, shuffle: bool = True):
         self.answer = answer
@@ -73,18 +75,11 @@ class FakeGemini:
         self.requests_seen: list[dict[str, Any]] = []
         self.api_keys: set[str] = set()
         self._n = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeGemini:
-        self.thread.start()
-        return self
+        super().__init__(self._handler())
 
     def __exit__(self, *exc: object) -> None:
-        self.hold.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.hold.set()  # no job left waiting
+        super().__exit__(*exc)
 
     def _id(self) -> str:
         with self.lock:

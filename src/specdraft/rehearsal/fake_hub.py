@@ -21,10 +21,12 @@ import hashlib
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from specdraft.rehearsal.server import LocalServer
 
 KINDS = ("model", "dataset")
 
@@ -45,24 +47,14 @@ def _oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-class FakeHub:
+class FakeHub(LocalServer):
     """`with FakeHub(repos) as hub:` serves them at hub.url (set HF_ENDPOINT to it)."""
 
     def __init__(self, repos: list[Repo], port: int = 0):
         self.repos = {(r.kind, r.repo_id): r for r in repos}
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeHub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(self._handler(), port)
 
     def downloads(self) -> list[str]:
         """Paths of the files served with GET (not HEAD)."""

@@ -90,48 +90,49 @@ _QWEN3_COMMON = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "
                  "use_cache": True, "use_sliding_window": False, "vocab_size": 151936}
 _QWEN3_GEN = {"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": True, "eos_token_id": [151645, 151643],
               "temperature": 0.6, "top_p": 0.95, "top_k": 20}
+# The size fields, in this order, of each model's real config and of its stand-in.
+SIZE = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
 # Larger random weights than the real init range: distinct greedy choices, fewer bf16 ties.
 _INIT = {"initializer_range": 0.2}
 
+
+def _model(common: dict, real: tuple, tiny: tuple, tied: bool, **extra: tuple) -> tuple[dict, dict]:
+    """(the real config.json, the stand-in's size fields): SIZE values, max_window_layers
+    (= the layer count), and `extra` fields given as (real, tiny) pairs (vocab_size, head_dim)."""
+    config = {**common, **dict(zip(SIZE, real, strict=True)), "max_window_layers": real[2],
+              "tie_word_embeddings": tied, **{k: v[0] for k, v in extra.items()}}
+    small = {**dict(zip(SIZE, tiny, strict=True)), "max_window_layers": tiny[2], **{k: v[1] for k, v in extra.items()},
+             **_INIT}
+    return config, small
+
+
+def _qwen25(repo: str, rev: str, model: tuple[dict, dict], penalty: float) -> StandIn:
+    return StandIn(repo, rev, *model, {**_QWEN25_GEN, "repetition_penalty": penalty}, QWEN25_TEMPLATE)
+
+
+def _qwen3(repo: str, rev: str, model: tuple[dict, dict]) -> StandIn:
+    return StandIn(repo, rev, *model, _QWEN3_GEN, QWEN3_TEMPLATE, ("<think>", "</think>"))
+
+
+# The draft shallower and narrower, with tied embeddings; Qwen2.5's vocabularies differ by
+# padding (152064 vs 151936), Qwen3's do not. Qwen3-0.6B's head_dim x heads != hidden_size
+# (128 x 16 vs 1024), and so is the stand-in's (64 x 4 vs 128).
 FAMILIES: dict[str, dict[str, StandIn]] = {
     "qwen2.5": {
-        "target": StandIn(
-            "Qwen/Qwen2.5-14B-Instruct", "cf98f3b3bbb457ad9e2bb7baf9a0125b6b88caa8",
-            {**_QWEN2_COMMON, "hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 48,
-             "max_window_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8,
-             "tie_word_embeddings": False, "vocab_size": 152064},
-            {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4, "max_window_layers": 4,
-             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": BPE_SIZE + 256, **_INIT},
-            {**_QWEN25_GEN, "repetition_penalty": 1.05}, QWEN25_TEMPLATE),
-        "draft": StandIn(
-            "Qwen/Qwen2.5-0.5B-Instruct", "7ae557604adf67be50417f59c2c2f167def9a775",
-            {**_QWEN2_COMMON, "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
-             "max_window_layers": 21, "num_attention_heads": 14, "num_key_value_heads": 2,
-             "tie_word_embeddings": True, "vocab_size": 151936},
-            {"hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 2, "max_window_layers": 2,
-             "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": BPE_SIZE + 128, **_INIT},
-            {**_QWEN25_GEN, "repetition_penalty": 1.1}, QWEN25_TEMPLATE),
+        "target": _qwen25("Qwen/Qwen2.5-14B-Instruct", "cf98f3b3bbb457ad9e2bb7baf9a0125b6b88caa8",
+                          _model(_QWEN2_COMMON, (5120, 13824, 48, 40, 8), (256, 704, 4, 4, 2), tied=False,
+                                 vocab_size=(152064, BPE_SIZE + 256)), penalty=1.05),
+        "draft": _qwen25("Qwen/Qwen2.5-0.5B-Instruct", "7ae557604adf67be50417f59c2c2f167def9a775",
+                         _model(_QWEN2_COMMON, (896, 4864, 24, 14, 2), (128, 352, 2, 2, 1), tied=True,
+                                vocab_size=(151936, BPE_SIZE + 128), max_window_layers=(21, 2)), penalty=1.1),
     },
     "qwen3": {
-        "target": StandIn(
-            "Qwen/Qwen3-14B", "40c069824f4251a91eefaf281ebe4c544efd3e18",
-            {**_QWEN3_COMMON, "head_dim": 128, "hidden_size": 5120, "intermediate_size": 17408,
-             "num_hidden_layers": 40, "max_window_layers": 40, "num_attention_heads": 40, "num_key_value_heads": 8,
-             "tie_word_embeddings": False},
-            {"head_dim": 64, "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4,
-             "max_window_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-             "vocab_size": BPE_SIZE + 128, **_INIT},
-            _QWEN3_GEN, QWEN3_TEMPLATE, ("<think>", "</think>")),
-        "draft": StandIn(
-            "Qwen/Qwen3-0.6B", "c1899de289a04d12100db370d81485cdf75e47ca",
-            {**_QWEN3_COMMON, "head_dim": 128, "hidden_size": 1024, "intermediate_size": 3072,
-             "num_hidden_layers": 28, "max_window_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8,
-             "tie_word_embeddings": True},
-            # head_dim x heads != hidden_size, as in the real 0.6B (128 x 16 vs 1024)
-            {"head_dim": 64, "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2,
-             "max_window_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-             "vocab_size": BPE_SIZE + 128, **_INIT},
-            _QWEN3_GEN, QWEN3_TEMPLATE, ("<think>", "</think>")),
+        "target": _qwen3("Qwen/Qwen3-14B", "40c069824f4251a91eefaf281ebe4c544efd3e18",
+                         _model(_QWEN3_COMMON, (5120, 17408, 40, 40, 8), (256, 704, 4, 4, 2), tied=False,
+                                head_dim=(128, 64), vocab_size=(151936, BPE_SIZE + 128))),
+        "draft": _qwen3("Qwen/Qwen3-0.6B", "c1899de289a04d12100db370d81485cdf75e47ca",
+                        _model(_QWEN3_COMMON, (1024, 3072, 28, 16, 8), (128, 384, 2, 4, 2), tied=True,
+                               head_dim=(128, 64), vocab_size=(151936, BPE_SIZE + 128))),
     },
 }
 

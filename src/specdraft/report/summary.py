@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from specdraft.io import read_json
+from specdraft.report.verdicts import MATTERS, verdict_table
 
 CONFIG_ORDER = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_untrained", "cod_sd_untrained"]
 SMALL_N = 100
@@ -286,6 +287,10 @@ def summary(evals: dict[str, dict[str, Any]], setup: dict[str, Any], prepare: di
     for sc, p in prepare.items():
         lines.append(f"| {sc} | {p['n_train']} | {p['n_test']} |")
     lines.append("")
+    # the verdicts first, right after the title and the profile line
+    lines = lines[:4] + [*verdict_table(evals), "",
+                         f"Verdicts by the rules of `specdraft.report.verdicts`: an accuracy difference of {MATTERS:.0%} "
+                         "is one that matters, McNemar at 0.05, 95 % CIs. The figures behind each follow.", ""] + lines[4:]
     for sc, p in prepare.items():
         lines += [f"**Shortfall, {sc}:** {w} (prepare.allow_shortfall)." for w in p.get("warnings", [])]
     if any(p.get("warnings") for p in prepare.values()):

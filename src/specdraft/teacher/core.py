@@ -23,14 +23,6 @@ from specdraft.io import StageError, read_jsonl
 
 # ---------------------------------------------------------------------------- settings
 @dataclasses.dataclass(frozen=True)
-class Price:
-    """USD per million tokens at the interactive price; thinking tokens bill as output."""
-
-    input: float
-    output: float
-
-
-@dataclasses.dataclass(frozen=True)
 class PollConfig:
     initial_s: float = setting(30.0, gt=0)
     max_s: float = setting(600.0, gt=0)
@@ -45,6 +37,14 @@ class RetryConfig:
     attempts: int = setting(8, ge=1)
     initial_s: float = setting(1.0, gt=0)
     max_s: float = setting(60.0, gt=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Price:
+    """USD per million tokens at the interactive price; thinking tokens bill as output."""
+
+    input: float = setting(ge=0)
+    output: float = setting(ge=0)
 
 
 @dataclasses.dataclass(frozen=True)

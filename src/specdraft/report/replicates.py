@@ -1,0 +1,149 @@
+"""Seed replicates: how much a training seed moves the headline figures (`make replicates N=3`).
+
+    python -m specdraft.report.replicates --n 3 [--out reports/replicates.md]
+
+Why: every figure of one run comes from one training seed, and at n = 40 a CoT/CoD
+difference may be no larger than what another seed gives. This queues the whole pipeline
+under training seeds 0..N-1 (`dvc exp run --queue -S seed=<s>`, DVC's queue, one worker: two
+would share the two cores and spoil the timings), waits for them, and writes a table of
+every headline figure (accuracy of each configuration, CoD/CoT tokens, acceptance,
+speedup): the mean, the spread across seeds (min-max and the standard deviation) and the
+per-seed values, beside the within-run 95 % CI of seed 0, so the two kinds of uncertainty
+can be read side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from specdraft.io import write_json, write_text
+
+EXP = "seed-{}"
+
+
+def _dvc(*args: str, check: bool = True) -> str:
+    p = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise SystemExit(f"dvc {' '.join(args)} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    return p.stdout
+
+
+def experiments() -> dict[str, dict[str, Any]]:
+    """name -> its data (params, metrics) from `dvc exp show --json`."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("name") and isinstance(node.get("data"), dict) and "metrics" in node["data"]:
+                found[node["name"]] = node["data"]
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(json.loads(_dvc("exp", "show", "--json")))
+    return found
+
+
+def queue_and_wait(n: int, poll_s: float = 30.0) -> float:
+    """Queue seeds 0..n-1, run them one at a time, return the wall time."""
+    t = time.monotonic()
+    for s in range(n):
+        _dvc("exp", "run", "--queue", "-n", EXP.format(s), "-S", f"seed={s}")
+    _dvc("queue", "start", "-j", "1")
+    while True:
+        time.sleep(poll_s)
+        status = _dvc("queue", "status")
+        if not any(f" {state} " in f" {line} " for line in status.splitlines() for state in ("Queued", "Running")):
+            break
+        print(f"[{time.monotonic() - t:6.0f}s] waiting: {status.splitlines()[1:] or status}", flush=True)
+    failed = [line for line in _dvc("queue", "status").splitlines() if "Failed" in line]
+    if failed:
+        raise SystemExit("replicates failed (dvc queue logs <name> says why):\n" + "\n".join(failed))
+    return time.monotonic() - t
+
+
+def _metric(data: dict[str, Any], path: str) -> dict[str, Any]:
+    return (data["metrics"].get(path) or {}).get("data") or {}
+
+
+def figures(data: dict[str, Any]) -> dict[str, float | None]:
+    """The headline figures of one run, by name ('gsm8k cot accuracy', ...)."""
+    out: dict[str, float | None] = {}
+    for sc, configs in _metric(data, "metrics/headline.json").items():
+        for config, m in configs.items():
+            out[f"{sc} {config} accuracy"] = m["accuracy"]
+            if "speedup" in m:
+                out[f"{sc} {config} acceptance"] = m["acceptance_rate"]
+                out[f"{sc} {config} speedup"] = m["speedup"]
+        cmp = _metric(data, f"metrics/eval/{sc}/comparisons.json").get("cod_vs_cot")
+        if cmp:
+            out[f"{sc} CoD/CoT tokens"] = cmp["output_tokens_ratio"]
+    return out
+
+
+def within_run_ci(data: dict[str, Any], name: str) -> list[float] | None:
+    """The 95 % CI seed 0's own run reports for a figure (accuracy, speedup, token ratio)."""
+    sc, rest = name.split(" ", 1)
+    if rest == "CoD/CoT tokens":
+        return (_metric(data, f"metrics/eval/{sc}/comparisons.json").get("cod_vs_cot") or {}).get(
+            "output_tokens_ratio_ci95")
+    config, what = rest.rsplit(" ", 1)
+    m = _metric(data, f"metrics/eval/{sc}/{config}.json")
+    return m.get({"accuracy": "accuracy_ci95", "speedup": "speedup_ci95"}.get(what, ""))
+
+
+def table(runs: dict[int, dict[str, Any]], seconds: float | None) -> tuple[str, dict[str, Any]]:
+    """Markdown and JSON of every headline figure across the seeds."""
+    per_seed = {s: figures(d) for s, d in sorted(runs.items())}
+    names = sorted({k for f in per_seed.values() for k in f})
+    rows, out = [], {}
+    for name in names:
+        vals = [per_seed[s].get(name) for s in per_seed]
+        xs = [v for v in vals if v is not None]
+        if not xs:
+            continue
+        ci = within_run_ci(runs[min(runs)], name)
+        out[name] = {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+                     "min": min(xs), "max": max(xs), "per_seed": vals, "within_run_ci95_seed0": ci}
+        o = out[name]
+        rows.append(f"| {name} | {o['mean']:.3f} | {o['min']:.3f}-{o['max']:.3f} ({o['sd']:.3f}) | "
+                    + " / ".join("–" if v is None else f"{v:.3f}" for v in vals)
+                    + (f" | [{ci[0]:.3f}, {ci[1]:.3f}] |" if ci else " | – |"))
+    seeds = " / ".join(str(s) for s in per_seed)
+    md = ["# Seed replicates", "",
+          f"The whole pipeline under training seeds {seeds} (`make replicates N={len(per_seed)}`"
+          + (f", {seconds / 60:.0f} min" if seconds else "") + "); the data and the bootstrap seed are the same in "
+          "every run. Spread: min-max across seeds (standard deviation); the last column is the 95 % CI that "
+          f"the run of seed {min(per_seed)} reports for itself.", "",
+          f"| figure | mean | spread | per seed ({seeds}) | within-run 95 % CI |", "|---|---|---|---|---|", *rows, ""]
+    return "\n".join(md), {"seeds": list(per_seed), "seconds": seconds, "figures": out}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=3, help="training seeds 0..n-1")
+    p.add_argument("--out", type=Path, default=Path("reports/replicates.md"))
+    p.add_argument("--no-run", action="store_true", help="only tabulate experiments seed-<s> that exist")
+    a = p.parse_args()
+    seconds = None if a.no_run else queue_and_wait(a.n)
+    exps = experiments()
+    runs = {s: exps[EXP.format(s)] for s in range(a.n) if EXP.format(s) in exps}
+    if len(runs) < a.n:
+        sys.exit(f"found {sorted(runs)} of seeds 0..{a.n - 1} in `dvc exp show`")
+    md, data = table(runs, seconds)
+    write_text(a.out, md)
+    write_json(a.out.with_suffix(".json"), data)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
