@@ -150,7 +150,8 @@ def test_headline_view_has_the_review_figures_of_every_configuration():
     rows = [(sc, c, k) for sc, cs in h.items() for c, m in cs.items() for k in m]
     assert len(rows) == 66  # 3 scenarios x (3 plain x 2 + 4 speculative x 4): fits a screen
     assert h["gsm8k"]["cot"] == {"accuracy": 0.5, "mean_output_tokens": 50}
-    assert h["gsm8k"]["cot_sd"] == {"accuracy": 0.5, "mean_output_tokens": 50, "acceptance_rate": 0.25, "speedup": 0.6}
+    assert h["gsm8k"]["cot_sd"] == {"accuracy": 0.5, "acceptance_rate": 0.25, "mean_acceptance_length": 1.5,
+                                    "speedup": 0.6}
 
 
 def test_replicates_table_gives_mean_spread_and_each_seed_beside_the_within_run_ci():
