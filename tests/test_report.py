@@ -175,3 +175,23 @@ def test_replicates_table_gives_mean_spread_and_each_seed_beside_the_within_run_
     assert data["figures"]["gsm8k CoD/CoT tokens"]["mean"] == 0.5
     assert "| gsm8k cot accuracy | 0.350 | 0.300-0.400 (0.050) | 0.300 / 0.400 / 0.350 | [0.200, 0.500] |" in md
     assert "40 min" in md
+
+
+def test_replicates_read_the_cis_that_dvc_exp_show_drops_from_the_experiments_commit(tmp_path, monkeypatch):
+    import json
+    import subprocess
+
+    from specdraft.report.replicates import with_full_metrics
+
+    f = tmp_path / "metrics/eval/gsm8k/cot.json"
+    f.parent.mkdir(parents=True)
+    f.write_text(json.dumps({"accuracy": 0.5, "accuracy_ci95": [0.3, 0.7]}))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "run"], cwd=tmp_path, check=True)
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    f.write_text("{}")  # the workspace moved on: the experiment's commit is what counts
+    monkeypatch.chdir(tmp_path)
+    data = {"rev": rev, "metrics": {"metrics/eval/gsm8k/cot.json": {"data": {"accuracy": 0.5}}}}
+    assert with_full_metrics(data)["metrics"]["metrics/eval/gsm8k/cot.json"]["data"]["accuracy_ci95"] == [0.3, 0.7]

@@ -120,42 +120,34 @@ def _m_simplify(r: random.Random) -> tuple[str, str, str]:
     return q, s, ans
 
 
-def _roots(r: random.Random, n: int) -> list[int]:
-    return [r.randint(1, 9) for _ in range(n)]
+def _vieta(r: random.Random, which: str, leading: bool) -> tuple[str, str, str]:
+    """Sum or product of the roots of a quadratic with roots 1-9: read off a monic one's
+    coefficient (level 3), or divide by a leading coefficient 2-4 first (level 4)."""
+    a = r.randint(2, 4) if leading else 1
+    r1, r2 = r.randint(1, 9), r.randint(1, 9)
+    s_, p = r1 + r2, r1 * r2
+    value = s_ if which == "sum" else p
+    poly = f"{a if leading else ''}x^2 - {a * s_}x + {a * p}"
+    via = f"\\frac{{{a * value}}}{{{a}}} = " if leading else ""
+    q = f"Find the {which} of the roots of ${poly} = 0$."
+    s = f"By Vieta's formulas, the {which} of the roots of ${poly}$ is ${via}\\boxed{{{value}}}$."
+    return q, s, str(value)
 
 
 def _m_vieta_sum(r: random.Random) -> tuple[str, str, str]:
-    r1, r2 = _roots(r, 2)
-    s_, p = r1 + r2, r1 * r2
-    q = f"Find the sum of the roots of $x^2 - {s_}x + {p} = 0$."
-    s = f"By Vieta's formulas, the sum of the roots of $x^2 - {s_}x + {p}$ is $\\boxed{{{s_}}}$."
-    return q, s, str(s_)
+    return _vieta(r, "sum", leading=False)
 
 
 def _m_vieta_product(r: random.Random) -> tuple[str, str, str]:
-    r1, r2 = _roots(r, 2)
-    s_, p = r1 + r2, r1 * r2
-    q = f"Find the product of the roots of $x^2 - {s_}x + {p} = 0$."
-    s = f"By Vieta's formulas, the product of the roots of $x^2 - {s_}x + {p}$ is $\\boxed{{{p}}}$."
-    return q, s, str(p)
+    return _vieta(r, "product", leading=False)
 
 
 def _m_vieta_sum_scaled(r: random.Random) -> tuple[str, str, str]:
-    a, (r1, r2) = r.randint(2, 4), _roots(r, 2)
-    s_, p = r1 + r2, r1 * r2
-    q = f"Find the sum of the roots of ${a}x^2 - {a * s_}x + {a * p} = 0$."
-    s = (f"By Vieta's formulas, the sum of the roots of ${a}x^2 - {a * s_}x + {a * p}$ is "
-         f"$\\frac{{{a * s_}}}{{{a}}} = \\boxed{{{s_}}}$.")
-    return q, s, str(s_)
+    return _vieta(r, "sum", leading=True)
 
 
 def _m_vieta_product_scaled(r: random.Random) -> tuple[str, str, str]:
-    a, (r1, r2) = r.randint(2, 4), _roots(r, 2)
-    s_, p = r1 + r2, r1 * r2
-    q = f"Find the product of the roots of ${a}x^2 - {a * s_}x + {a * p} = 0$."
-    s = (f"By Vieta's formulas, the product of the roots of ${a}x^2 - {a * s_}x + {a * p}$ is "
-         f"$\\frac{{{a * p}}}{{{a}}} = \\boxed{{{p}}}$.")
-    return q, s, str(p)
+    return _vieta(r, "product", leading=True)
 
 
 def _m_abs_sum(r: random.Random) -> tuple[str, str, str]:

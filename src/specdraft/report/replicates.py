@@ -6,7 +6,7 @@ Why: every figure of one run comes from one training seed, and at n = 40 a CoT/C
 difference may be no larger than what another seed gives. This queues the whole pipeline
 under training seeds 0..N-1 (`dvc exp run --queue -S seed=<s>`, DVC's queue, one worker: two
 would share the two cores and spoil the timings), waits for them, and writes a table of
-every headline figure (accuracy of each configuration, CoD/CoT tokens, acceptance,
+every headline figure (accuracy of each plain configuration, CoD/CoT tokens, acceptance,
 speedup): the mean, the spread across seeds (min-max and the standard deviation) and the
 per-seed values, beside the within-run 95 % CI of seed 0, so the two kinds of uncertainty
 can be read side by side.
@@ -53,12 +53,26 @@ def experiments() -> dict[str, dict[str, Any]]:
     return found
 
 
+def with_full_metrics(data: dict[str, Any]) -> dict[str, Any]:
+    """`dvc exp show` keeps only the numbers of a metrics file and drops its lists (the CIs):
+    read the evaluation files whole from the experiment's own commit."""
+    for path, entry in data["metrics"].items():
+        if path.startswith("metrics/eval/"):
+            p = subprocess.run(["git", "show", f"{data['rev']}:{path}"], capture_output=True, text=True, check=True)
+            entry["data"] = json.loads(p.stdout)
+    return data
+
+
 def queue_and_wait(n: int, poll_s: float = 30.0) -> float:
     """Queue seeds 0..n-1, run them one at a time, return the wall time."""
     t = time.monotonic()
     for s in range(n):
         _dvc("exp", "run", "--queue", "-n", EXP.format(s), "-S", f"seed={s}")
-    _dvc("queue", "start", "-j", "1")
+    # `dvc queue start` leaves a worker daemon behind that inherits its output pipes: with
+    # captured output the call would only return when the whole queue is done.
+    if subprocess.run(["dvc", "queue", "start", "-j", "1"], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        raise SystemExit("dvc queue start failed")
     while True:
         time.sleep(poll_s)
         status = _dvc("queue", "status")
@@ -76,14 +90,17 @@ def _metric(data: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def figures(data: dict[str, Any]) -> dict[str, float | None]:
-    """The headline figures of one run, by name ('gsm8k cot accuracy', ...)."""
+    """The headline figures of one run, by name ('gsm8k cot accuracy', ...): accuracy of each
+    plain configuration (a speculative one gives the same answers: its divergence is
+    counted), acceptance and speedup of each speculative one, and CoD/CoT tokens."""
     out: dict[str, float | None] = {}
     for sc, configs in _metric(data, "metrics/headline.json").items():
         for config, m in configs.items():
-            out[f"{sc} {config} accuracy"] = m["accuracy"]
             if "speedup" in m:
                 out[f"{sc} {config} acceptance"] = m["acceptance_rate"]
                 out[f"{sc} {config} speedup"] = m["speedup"]
+            else:
+                out[f"{sc} {config} accuracy"] = m["accuracy"]
         cmp = _metric(data, f"metrics/eval/{sc}/comparisons.json").get("cod_vs_cot")
         if cmp:
             out[f"{sc} CoD/CoT tokens"] = cmp["output_tokens_ratio"]
@@ -132,13 +149,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=3, help="training seeds 0..n-1")
     p.add_argument("--out", type=Path, default=Path("reports/replicates.md"))
-    p.add_argument("--no-run", action="store_true", help="only tabulate experiments seed-<s> that exist")
+    p.add_argument("--no-run", action="store_true",
+                   help="only tabulate experiments seed-<s> that exist (keeps the run time recorded in OUT's .json)")
     a = p.parse_args()
-    seconds = None if a.no_run else queue_and_wait(a.n)
+    recorded = a.out.with_suffix(".json")
+    if a.no_run:
+        seconds = json.loads(recorded.read_text()).get("seconds") if recorded.exists() else None
+    else:
+        seconds = queue_and_wait(a.n)
     exps = experiments()
     runs = {s: exps[EXP.format(s)] for s in range(a.n) if EXP.format(s) in exps}
     if len(runs) < a.n:
         sys.exit(f"found {sorted(runs)} of seeds 0..{a.n - 1} in `dvc exp show`")
+    with_full_metrics(runs[0])
     md, data = table(runs, seconds)
     write_text(a.out, md)
     write_json(a.out.with_suffix(".json"), data)
