@@ -36,12 +36,8 @@ repro: $(STAMP) ## Run the whole pipeline (dvc repro) on the profile in params.y
 test: $(STAMP) ## Run the whole test suite, slow end-to-end tests included
 	$(BIN)/pytest
 
-# The unit tests are mostly single-threaded and wait on subprocesses (dvc, stage CLIs): two
-# pytest-xdist workers use both cores of the reference machine. The slow tests share one
-# pipeline run per session (conftest.local_pipeline), so `make test` stays in one process.
-TEST_JOBS ?= 2
-test-fast: $(STAMP) ## Run the unit tests only, TEST_JOBS workers (no slow end-to-end tests, no vLLM engine start-up)
-	$(BIN)/pytest -n $(TEST_JOBS) -m "not slow and not vllm"
+test-fast: $(STAMP) ## Run the unit tests only (no slow end-to-end tests, no vLLM engine start-up)
+	$(BIN)/pytest -m "not slow and not vllm"
 
 lint: $(STAMP) ## Ruff lint
 	$(BIN)/ruff check src tests

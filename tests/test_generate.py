@@ -44,6 +44,7 @@ def test_prompt_uses_chat_template_and_system_prompt(engine, local_prompts):
     assert text.endswith("<|im_start|>assistant\n")
 
 
+@pytest.mark.slow  # integration: kept out of test-fast (3-minute budget), run by make test / CI
 def test_speculative_equals_plain_on_the_real_model(engine, local_prompts):
     """The real 135M numerics (the tiny-model tests in test_cpu_fast cover every setting)."""
     prompts = _prompts(engine, local_prompts, 5)

@@ -6,6 +6,8 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from conftest import clone_env, clone_worktree, venv_bin
 
 
@@ -16,6 +18,7 @@ def _dvc(repo, *args, timeout=600):
     return p
 
 
+@pytest.mark.slow  # integration: kept out of test-fast (3-minute budget), run by make test / CI
 def test_dvc_repro_prepare_then_up_to_date(tmp_path):
     repo = clone_worktree(tmp_path / "repo")
     _dvc(repo, "repro", "prepare")
@@ -29,6 +32,7 @@ def test_dvc_repro_prepare_then_up_to_date(tmp_path):
     print(f"second dvc repro prepare: {time.monotonic() - t:.2f}s")
 
 
+@pytest.mark.slow  # integration: kept out of test-fast (3-minute budget), run by make test / CI
 def test_dvc_exp_run_real_data_source(tmp_path, shared_data):
     repo = clone_worktree(tmp_path / "repo")
     _dvc(repo, "exp", "run", "prepare", "-S", f"data.source=dir:{shared_data}", "-S", "prepare.n_test=100")

@@ -269,6 +269,7 @@ def _workspace_tokenizer(ws: Path, tiny_models: Path) -> None:
     (ws / "models/tokenizer").symlink_to(tiny_models / "target")
 
 
+@pytest.mark.slow  # integration: kept out of test-fast (3-minute budget), run by make test / CI
 def test_crash_after_job_creation_resumes_same_job(tmp_path, root, params, gemini_env, tiny_models):
     """Kill the real stage process right after the server creates the job; the rerun
     resumes that job (found by its state file or display name) and never creates a second."""
