@@ -222,6 +222,21 @@ def test_distill_resumes_without_regenerating(base_models, local_prompts, tmp_pa
         build(DistillConfig, {"keep": "best"}, "distill")
 
 
+def test_distill_leaves_out_empty_answers_and_counts_them(tmp_path, local_prompts):
+    """A target that ends its turn at once (a tiny random target did, in the paper
+    rehearsal on the sample problems) gives the draft nothing to learn: the row is left
+    out and counted instead of stopping draft training. Both answers are already in the
+    partial file, so no engine is started."""
+    prompts, _ = local_prompts
+    rows = [{"id": "q0", "question": "1+1?", "answer": "2"}, {"id": "q1", "question": "2+2?", "answer": "4"}]
+    res = Resumable(tmp_path / "p.jsonl", "fp")
+    for r, out, ok in (("q0", "1+1=2\n#### 2", True), ("q1", "  ", False)):
+        res.add({"id": r, "answer": "2", "output": out, "extracted": None, "extraction_path": "none",
+                 "correct": ok, "output_tokens": 3, "truncated": False})
+    kept, m = distill(tmp_path / "no-model-needed", rows, "cot", prompts, GenerationConfig(), DistillConfig(), res)
+    assert [k["id"] for k in kept] == ["q0"] and (m["n"], m["kept"], m["empty"]) == (2, 1, 1)
+
+
 def test_simulated_acceptance_matches_engine_counts(base_models, local_prompts):
     """The teacher-forced acceptance equals what the hf engine counts while decoding."""
     prompts, qs = local_prompts

@@ -40,9 +40,12 @@ def distill(target_dir: Path, rows: list[dict[str, Any]], style: str, prompts: P
                                                            if k in KEEP_FIELDS}} for r in rows]
     for d in done:
         d["response"] = d.pop("output")
-    kept = done if cfg.keep == "all" else [r for r in done if r["correct"]]
+    # An answer that is nothing but the end of the turn gives the draft no token to learn
+    # to propose (and training refuses an empty response): left out and counted.
+    empty = [r for r in done if not r["response"].strip()]
+    kept = [r for r in done if r["response"].strip() and (cfg.keep == "all" or r["correct"])]
     toks = [r["output_tokens"] for r in done]
-    metrics = {"n": len(done), "kept": len(kept), "keep": cfg.keep,
+    metrics = {"n": len(done), "kept": len(kept), "keep": cfg.keep, "empty": len(empty),
                "accuracy": sum(r["correct"] for r in done) / len(done),
                "mean_output_tokens": statistics.fmean(toks), "median_output_tokens": statistics.median(toks),
                "truncation_rate": sum(r["truncated"] for r in done) / len(done),
