@@ -283,14 +283,14 @@ def summary(evals: dict[str, dict[str, Any]], setup: dict[str, Any], prepare: di
              f"Profile **{s['meta.profile']}**; target `{s['models.target']}`, draft `{s['models.draft']}`; "
              f"engine **{s['generation.engine']}**, greedy, max_new_tokens {s['generation.max_new_tokens']}, "
              f"{s['generation.num_speculative_tokens']} draft tokens per round; data source `{s['data.source']}`.", "",
+             # the verdicts first, right after the title and the profile line
+             *verdict_table(evals), "",
+             f"Verdicts by the rules of `specdraft.report.verdicts`: an accuracy difference of {MATTERS * 100:.0f} "
+             "points is one that matters, McNemar at 0.05, 95 % CIs. The figures behind each follow.", "",
              "| scenario | train rows | test rows |", "|---|---|---|"]
     for sc, p in prepare.items():
         lines.append(f"| {sc} | {p['n_train']} | {p['n_test']} |")
     lines.append("")
-    # the verdicts first, right after the title and the profile line
-    lines = lines[:4] + [*verdict_table(evals), "",
-                         f"Verdicts by the rules of `specdraft.report.verdicts`: an accuracy difference of {MATTERS:.0%} "
-                         "is one that matters, McNemar at 0.05, 95 % CIs. The figures behind each follow.", ""] + lines[4:]
     for sc, p in prepare.items():
         lines += [f"**Shortfall, {sc}:** {w} (prepare.allow_shortfall)." for w in p.get("warnings", [])]
     if any(p.get("warnings") for p in prepare.values()):
