@@ -8,6 +8,7 @@ output token for token; only the acceptance may change.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -63,7 +64,7 @@ def test_onednn_ops_exist_and_equal_linear():
     torch.manual_seed(0)
     lin = torch.nn.Linear(96, 160, bias=True)
     holder = torch.nn.Sequential(lin)
-    assert pack_linears(holder) == 1
+    assert len(pack_linears(holder)) == 1
     packed = holder[0]
     assert type(packed).__name__ == "PackedLinear"
     for shape in ((1, 96), (3, 96), (8, 96), (1, 5, 96)):
@@ -77,7 +78,7 @@ def test_pack_linears_keeps_model_outputs():
     ids = torch.tensor([prompts(1)[0]])
     with torch.no_grad():
         before = model(ids).logits
-        n = pack_linears(model)
+        n = len(pack_linears(model))
         after = model(ids).logits
     assert n == 4 * 7 + 1  # 7 linears per layer and the head
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
@@ -246,3 +247,45 @@ def test_bad_generation_settings_are_refused(key, value, match):
 
     with pytest.raises(InputError, match=match):
         build(GenerationConfig, {key: value}, "generation")
+
+
+def test_auto_kernels_keep_the_faster_path_and_record_both(tiny_models):
+    """`cpu_kernels: auto` times both paths at the requested shapes, keeps the one with the
+    smaller summed time (packed in place, or every original nn.Linear put back), and the
+    model's greedy choices are those of the default path either way."""
+    from transformers import AutoModelForCausalLM
+
+    from specdraft.generate.cpu_kernels import choose_kernels
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models / "target", dtype=torch.float32).eval()
+    x = torch.tensor([[5, 17, 300, 42, 7, 99]])
+    with torch.inference_mode():
+        ref = model(x).logits
+    probe = choose_kernels(model, [1, 3])
+    t = probe["forward_ms"]
+    assert set(t) == {"default", "onednn"} and all(set(v) == {1, 3} and min(v.values()) > 0 for v in t.values())
+    faster = min(t, key=lambda n: sum(t[n].values()))
+    assert probe["choice"] == faster and probe["rows"] == [1, 3]
+    packed = [m for m in model.modules() if type(m).__name__ == "PackedLinear"]
+    plain = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    if faster == "onednn":
+        assert packed and not plain
+    else:
+        assert not packed and plain
+    with torch.inference_mode():
+        got = model(x).logits
+    assert torch.allclose(got, ref, atol=1e-4) and torch.equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_an_auto_engine_records_its_choice(tiny_models):
+    from specdraft.generate.api import GenerationConfig
+    from specdraft.generate.hf_engine import HFEngine
+
+    gen = GenerationConfig(max_new_tokens=8, batch_size=4, num_speculative_tokens=3, cpu_kernels="auto")
+    with HFEngine(tiny_models / "target", {"d": tiny_models / "draft"}, gen) as eng:
+        assert eng.kernel_probe["rows"] == [1, 4]  # a decode step and a verify of 3 drafts
+        assert eng.cpu_kernels == eng.kernel_probe["choice"] in ("default", "onednn")
+    with HFEngine(tiny_models / "target", None, gen) as eng:  # no drafts: a step of the batch size
+        assert eng.kernel_probe["rows"] == [1, 4]
+    with HFEngine(tiny_models / "target", None, dataclasses.replace(gen, batch_size=16)) as eng:
+        assert eng.kernel_probe["rows"] == [1, 16]

@@ -148,3 +148,32 @@ def test_simulation_equals_engine_counts_for_every_prompt(tiny_models, sample_ro
         assert spec.token_ids == plain.token_ids == sim.token_ids
         assert (sim.rounds, sim.proposed, sim.accepted, sim.hist) == \
             (spec.rounds, spec.proposed, spec.accepted, spec.accepted_hist)
+
+
+def test_the_k_sweep_at_the_configured_k_equals_the_main_pass(tiny_models, sample_rows, local_prompts, tmp_path):
+    """The sweep is the same exact simulation at other k: at the configured k its counts
+    equal the main pass's on the same questions; every k's figures come from
+    acceptance_stats (per-position list of length k); the predicted speedup is L / (k c + v)."""
+    from specdraft.evaluate.run import sweep_metrics
+    from specdraft.evaluate.stats import acceptance_stats, pooled_hist
+
+    prompts, _ = local_prompts
+    files = PassFiles(tmp_path, "cot", "fp")
+    with HFEngine(tiny_models / "target", _drafts(tiny_models), GEN) as eng:
+        preds = evaluate_target(eng, sample_rows, "cot", prompts, ["sd", "sd_untrained"], 0, files,
+                                (["sd"], [1, 2, 3], 4))
+    files.close()
+    assert set(preds["sweep"]) == {"sd"} and [r["k"] for r in preds["sweep"]["sd"]] == [1, 2, 3]
+    main = preds["sd"][:4]
+    at2 = preds["sweep"]["sd"][1]
+    want = acceptance_stats(sum(p["spec_proposed"] for p in main), sum(p["spec_accepted"] for p in main),
+                            pooled_hist([p["spec_hist"] for p in main]))
+    assert {k: at2[k] for k in want} == want and at2["questions"] == 4
+    for r in preds["sweep"]["sd"]:
+        assert len(r["acceptance_per_position"]) == r["k"]
+    fm = preds["forward_ms"]
+    assert set(fm) == {1, 2, 3, 4} and min(fm.values()) > 0
+    rows = sweep_metrics(preds["sweep"]["sd"], {1: 10.0, 2: 11.0, 3: 12.0, 4: 13.0}, 0.1)
+    assert rows[2]["verify_cost"] == pytest.approx(1.3)
+    assert rows[2]["predicted_speedup"] == pytest.approx(rows[2]["mean_acceptance_length"] / (3 * 0.1 + 1.3))
+    assert sweep_metrics(preds["sweep"]["sd"], fm, None)[0]["predicted_speedup"] is None

@@ -26,6 +26,7 @@ SECTIONS = {
     "generation": "specdraft.generate.api:GenerationConfig",
     "train_target": "specdraft.train.sft:TrainConfig",
     "train_draft": "specdraft.train.sft:TrainConfig",
+    "train_draft_kd": "specdraft.train.sft:KDSettings",
     "distill": "specdraft.train.distill:DistillConfig",
     "eval": "specdraft.evaluate.run:EvalConfig",
 }

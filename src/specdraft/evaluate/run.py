@@ -36,6 +36,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from specdraft.answers import PATH_NONE
 from specdraft.config import setting
 from specdraft.evaluate.stats import (
@@ -55,13 +57,14 @@ from specdraft.io import StageError, write_json, write_jsonl
 from specdraft.prompts import STYLES, PromptsConfig, messages
 from specdraft.provenance import model_spec
 
-DRAFTS = ("trained", "base")
+DRAFTS = ("trained", "kd", "base")  # SFT-distilled, distribution-distilled, untrained
 ANSWER_FIELDS = ("output", "extracted", "extraction_path", "correct", "output_tokens", "truncated")
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """A speculative configuration's draft: 'trained' (distilled) or 'base' (untrained)."""
+    """A speculative configuration's draft: 'trained' (distilled from the target's answers,
+    SFT), 'kd' (distilled from the target's token distribution) or 'base' (untrained)."""
 
     draft: str = setting(choices=DRAFTS)
 
@@ -77,6 +80,10 @@ class EvalConfig:
     max_diverging_share: float = setting(0.0, ge=0, le=1)
     seed: int = 0
     comparisons: list[list[str]] = dataclasses.field(default_factory=list)
+    # Draft length sweep (hf engine): each trained draft's exact simulated acceptance for
+    # every k here, on the first sweep_prompts questions, and the speedup it predicts.
+    sweep_k: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5])
+    sweep_prompts: int = setting(16, ge=0)
 
 
 def config_name(style: str, variant: str) -> str:
@@ -111,9 +118,12 @@ class PassFiles:
 
 
 def evaluate_target(engine: Engine, rows: list[dict[str, Any]], style: str, prompts: PromptsConfig,
-                    variants: list[str], timed_prompts: int, files: PassFiles) -> dict[str, list[dict[str, Any]]]:
+                    variants: list[str], timed_prompts: int, files: PassFiles,
+                    sweep: tuple[list[str], list[int], int] = ([], [], 0)) -> dict[str, Any]:
     """Per-question predictions of the plain configuration ('plain') and of each variant
-    (a draft name the engine knows); see the module docstring for what each pass does."""
+    (a draft name the engine knows); see the module docstring for what each pass does.
+    `sweep` = (variants, ks, questions): the draft-length sweep of those variants (key
+    'sweep': {variant: k_sweep rows}; hf engine only)."""
     texts = {r["id"]: engine.render(messages(prompts, style, r["question"])) for r in rows}
     plain = batched_answers(engine, rows, texts, files.open("plain"))
     timed_rows = rows[:timed_prompts] if variants else []  # the test set is drawn at random by prepare
@@ -126,7 +136,32 @@ def evaluate_target(engine: Engine, rows: list[dict[str, Any]], style: str, prom
         for v in group:
             if v is not None:
                 spec[v] = speculative_answers(engine, rows, texts, plain, v, files.open(f"{v}.speculative"))
-    return predictions(rows, plain, timed, spec, engine.draft_subset)
+    out: dict[str, Any] = predictions(rows, plain, timed, spec, engine.draft_subset)
+    sweep_variants, ks, n = sweep
+    if sweep_variants and ks and n and hasattr(engine, "simulate"):
+        out["sweep"] = {v: k_sweep(engine, rows[:n], texts, plain, v, ks) for v in sweep_variants}
+        # the target's forward time for 1..max(k)+1 new tokens: each k's verify cost
+        out["forward_ms"] = engine.forward_ms(list(range(1, max(ks) + 2)))
+    return out
+
+
+def k_sweep(engine: Any, rows: list[dict[str, Any]], texts: dict[str, str], plain: dict[str, dict[str, Any]],
+            draft: str, ks: list[int]) -> list[dict[str, Any]]:
+    """`draft`'s acceptance at each draft length in `ks` on `rows`, simulated exactly
+    against the plain answers (the same simulation as the main pass, another k), as
+    acceptance_stats figures per k. No timing: the predicted speedup is added by
+    speculative_metrics from the measured draft cost and the target's forward times."""
+    out = []
+    for k in tqdm(ks, desc=f"k sweep {draft}", unit="k"):
+        proposed = accepted = 0
+        hists = []
+        for r in rows:
+            ids = engine.tokenizer(texts[r["id"]], add_special_tokens=False)["input_ids"]
+            d = engine.simulate(ids, plain[r["id"]]["token_ids"], draft, k)
+            proposed, accepted = proposed + d.proposed, accepted + d.accepted
+            hists.append(d.hist)
+        out.append({"k": k, "questions": len(rows), **acceptance_stats(proposed, accepted, pooled_hist(hists))})
+    return out
 
 
 def predictions(rows: list[dict[str, Any]], plain: dict[str, dict], timed: dict[str | None, dict[str, dict]],
@@ -207,6 +242,20 @@ def plain_metrics(preds: list[dict[str, Any]]) -> dict[str, Any]:
     return m
 
 
+def sweep_metrics(sweep: list[dict[str, Any]], forward_ms: dict[int, float], c: float | None) -> list[dict[str, Any]]:
+    """Each k's simulated acceptance with its verify cost (the target's (k+1)-token forward
+    in one-token forwards) and, with the measured draft cost c, the speedup it predicts:
+    tokens per round / (k c + verify). The verify costs come from isolated forwards, which
+    leave out the loop's own per-round overhead, so the prediction is an upper bound."""
+    out = []
+    for row in sweep:
+        k = row["k"]
+        verify = forward_ms[k + 1] / forward_ms[1]
+        out.append({**row, "verify_cost": verify,
+                    "predicted_speedup": row["mean_acceptance_length"] / (k * c + verify) if c is not None else None})
+    return out
+
+
 def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0) -> dict[str, Any]:
     """Answers and acceptance over every question, divergence over every question with an
     own output, timing, cost ratio and exactness over the timed ones. The cost ratio and
@@ -258,7 +307,8 @@ def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0) -> d
               "tokens_per_s": sum(p["output_tokens"] for p in timed) / sum(lat),
               "plain_tokens_per_s": sum(p["plain_timed_output_tokens"] for p in timed)
               / sum(p["plain_latency_s"] for p in timed),
-              "timed_acceptance_rate": sum(p["accepted"] or 0 for p in timed) / t_proposed if t_proposed else 0.0,
+              "timed_acceptance_rate": acceptance_stats(t_proposed, sum(p["accepted"] or 0 for p in timed),
+                                                        [0] * (k + 1))["acceptance_rate"],
               "simulation_matches_engine": None if any(s is None for s in sims) else sum(sims),
               "speedup": speedup, "speedup_ci95": median_ci(ratios, seed),
               "cost_ratio_c": c, "verify_cost": verify, "predicted_speedup": predicted,
@@ -302,15 +352,18 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
     Returns the metrics by configuration."""
     name = style or "base"
     style = style or cfg.base_style
+    swept = [v for v in drafts if cfg.variants[v].draft != "base"]
     with make_engine(target, drafts or None, gen, draft_data) as engine:
         preds = evaluate_target(engine, rows, style, prompts, list(drafts), cfg.timed_prompts if drafts else 0,
-                                files)
+                                files, (swept, cfg.sweep_k, cfg.sweep_prompts))
     starts, counters = getattr(engine, "starts", 1), getattr(engine, "counters", {})  # vLLM's, once closed
     hf = gen.engine == "hf"
     common = {"style": style, "target": str(target), "target_model": model_spec(target), "engine": gen.engine,
               "device": _device(), "dtype": gen.dtype, "max_new_tokens": gen.max_new_tokens, "engine_starts": starts}
-    if hf:
-        common.update({"cpu_kernels": gen.cpu_kernels, "decode_loop": gen.decode_loop if drafts else None})
+    if hf:  # the kernels in use (`auto`: chosen at engine start, with both paths' timings)
+        common.update({"cpu_kernels": getattr(engine, "cpu_kernels", gen.cpu_kernels),
+                       "cpu_kernels_setting": gen.cpu_kernels, "kernel_probe": getattr(engine, "kernel_probe", None),
+                       "decode_loop": gen.decode_loop if drafts else None})
     out = {name: {"config": name, **common, "draft": None, **plain_metrics(preds["plain"])}}
     for v, d in drafts.items():
         # vllm loads the draft as saved: the hf engine's int8 draft and restricted head do not apply
@@ -319,6 +372,9 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
             "draft_quant": gen.draft_quant if hf else "none", "draft_vocab": gen.draft_vocab if hf else 0,
             **speculative_metrics(preds[v], gen.num_speculative_tokens, cfg.seed),
             "engine_counters": counters.get(v)}  # vLLM's own counters, as a cross-check
+        if v in preds.get("sweep", {}):
+            m = out[config_name(style, v)]
+            m["k_sweep"] = sweep_metrics(preds["sweep"][v], preds["forward_ms"], m.get("cost_ratio_c"))
     for config, m in out.items():  # before anything is written or thrown away
         if config != name:
             check_divergence(m, cfg.max_diverging_share, f"{scenario}/{config}")

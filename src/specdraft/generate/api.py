@@ -18,7 +18,7 @@ from specdraft.io import InputError
 
 ENGINES = ("hf", "vllm")
 LOOPS = ("specdraft", "transformers")
-KERNELS = ("default", "onednn")  # specdraft.generate.cpu_kernels
+KERNELS = ("default", "onednn", "auto")  # specdraft.generate.cpu_kernels
 QUANT = ("none", "int8")  # specdraft.generate.draft
 
 
@@ -47,7 +47,8 @@ class GenerationConfig:
     # speculative in one lean loop) or `transformers` (model.generate / assisted generation).
     decode_loop: str = setting("specdraft", choices=LOOPS)
     # hf engine on a CPU: `onednn` packs fp32 linear weights once for oneDNN
-    # (specdraft.generate.cpu_kernels); `default` is torch's own path. Ignored on a GPU.
+    # (specdraft.generate.cpu_kernels); `default` is torch's own path; `auto` times both on
+    # the target at engine start and keeps the faster (recorded in the metrics). Ignored on a GPU.
     cpu_kernels: str = setting("default", choices=KERNELS)
     # The draft only (specdraft.generate.draft): dynamic int8 weights (CPU), and a head over
     # the draft_vocab most frequent tokens of its training data (0: the full vocabulary).

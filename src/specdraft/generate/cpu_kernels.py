@@ -13,6 +13,12 @@ pass emits: `mkldnn._reorder_linear_weight` and `mkldnn._linear_pointwise`. They
 a public API, so they live here and nowhere else; `check_available` raises a clear error
 when a torch release drops them, and tests/test_cpu_fast.py fails loudly in that case.
 
+`cpu_kernels: auto` picks between the two by timing them where the code runs
+(`choose_kernels`): which is faster depends on the CPU (on an AMD EPYC without AMX the
+packed path verifies 3 tokens at ~1 decode step and torch's default at ~2; on an Intel
+Xeon with AMX the default path was the faster one), so no single committed choice is right
+everywhere. The timings and the choice go into the evaluation's metrics.
+
 Numerics: still fp32 with the same inputs, only summed in another order, so results
 differ from the default path in the last bits; greedy speculative output stays equal to
 greedy plain output of the same kernels (tests check every combination).
@@ -61,18 +67,71 @@ def _packed_linear_class():
     return PackedLinear
 
 
-def pack_linears(model: Any) -> int:
+def pack_linears(model: Any) -> list[tuple[Any, str, Any]]:
     """Replace every fp32 nn.Linear in `model` (a CPU module) by a packed oneDNN linear, in
-    place; returns how many were replaced. Tied weights are packed as separate copies."""
+    place; returns (parent, name, original) for each, which `unpack_linears` puts back. Tied
+    weights are packed as separate copies."""
     import torch
 
     check_available()
     cls = _packed_linear_class()
-    n = 0
+    swapped = []
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Linear and child.weight.dtype == torch.float32 \
                     and child.weight.device.type == "cpu":
                 setattr(parent, name, cls(child))
-                n += 1
-    return n
+                swapped.append((parent, name, child))
+    return swapped
+
+
+def unpack_linears(swapped: list[tuple[Any, str, Any]]) -> None:
+    """Undo `pack_linears`: the original nn.Linear modules go back in place."""
+    for parent, name, child in swapped:
+        setattr(parent, name, child)
+
+
+def forward_ms(model: Any, rows: list[int], context: int = 128, reps: int = 8) -> dict[int, float]:
+    """Median milliseconds of one forward of r new tokens after a `context`-token KV cache,
+    for each r in `rows`: the shapes of a decode step (r = 1) and a verify (r = k + 1) on
+    this model. Token values do not change the time, so the ids are arbitrary."""
+    import statistics
+    import time
+
+    import torch
+    from transformers import DynamicCache
+
+    ids = torch.arange(100, 100 + context + max(rows), device=model.device).unsqueeze(0) % model.config.vocab_size
+    out = {}
+    with torch.inference_mode():
+        cache = DynamicCache(config=model.config)
+        model(input_ids=ids[:, :context], cache=cache, use_cache=True, logits_to_keep=1)
+        for r in rows:
+            x = ids[:, context:context + r]
+            times = []
+            for _ in range(reps + 2):  # two warm-up calls
+                t = time.perf_counter()
+                model(input_ids=x, cache=cache, use_cache=True, logits_to_keep=r)
+                times.append(time.perf_counter() - t)
+                cache.crop(-r)
+            out[r] = statistics.median(times[2:]) * 1000
+    return out
+
+
+def choose_kernels(model: Any, rows: list[int]) -> dict[str, Any]:
+    """`cpu_kernels: auto`: time torch's default path and the packed oneDNN path on `model`
+    at the shapes in `rows`, keep the one with the smaller summed time (packed in place, or
+    restored), and return the choice with both timings. With oneDNN unavailable the
+    default path is kept without timing the other."""
+    from specdraft.io import InputError
+
+    default = forward_ms(model, rows)
+    try:
+        swapped = pack_linears(model)
+    except InputError as e:
+        return {"choice": "default", "rows": rows, "forward_ms": {"default": default}, "onednn_unavailable": str(e)}
+    onednn = forward_ms(model, rows)
+    choice = "onednn" if sum(onednn.values()) < sum(default.values()) else "default"
+    if choice == "default":
+        unpack_linears(swapped)
+    return {"choice": choice, "rows": rows, "forward_ms": {"default": default, "onednn": onednn}}

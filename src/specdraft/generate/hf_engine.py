@@ -101,7 +101,16 @@ class HFEngine:
         greedy(self.model)
         self.eos = eos_ids(self.model, self.tokenizer)
         self.vocab_size = self.model.get_output_embeddings().out_features
-        if self.cpu_kernels == "onednn":
+        self.kernel_probe: dict[str, Any] | None = None  # cpu_kernels: auto's timings and choice
+        if self.cpu_kernels == "auto":
+            from specdraft.generate.cpu_kernels import choose_kernels
+
+            # the shapes this engine will run: a decode step, and a verify (drafts) or a
+            # batched step (no drafts)
+            other = cfg.num_speculative_tokens + 1 if dirs else cfg.batch_size
+            self.kernel_probe = choose_kernels(self.model, sorted({1, other}))
+            self.cpu_kernels = self.kernel_probe["choice"]
+        elif self.cpu_kernels == "onednn":
             from specdraft.generate.cpu_kernels import pack_linears
 
             pack_linears(self.model)
@@ -246,13 +255,21 @@ class HFEngine:
             res.draft_forward_s, res.target_forward_s = d.draft_s, d.target_s
         return res
 
-    def simulate(self, prompt_ids: list[int], target_ids: list[int], draft: str) -> Any:
+    def simulate(self, prompt_ids: list[int], target_ids: list[int], draft: str, k: int | None = None) -> Any:
         """Exact speculative-decoding counts of a draft on a known greedy target output,
-        without running the target (specdraft.generate.greedy.simulate)."""
+        without running the target (specdraft.generate.greedy.simulate), with k draft
+        tokens per round (default: generation.num_speculative_tokens)."""
         from specdraft.generate.greedy import simulate
 
-        return simulate(self._pick(draft), prompt_ids, target_ids, self.eos, self.cfg.num_speculative_tokens,
+        return simulate(self._pick(draft), prompt_ids, target_ids, self.eos, k or self.cfg.num_speculative_tokens,
                         self.cfg.max_new_tokens)
+
+    def forward_ms(self, rows: list[int]) -> dict[int, float]:
+        """The target's forward time for r new tokens (a decode step at r = 1, a verify of
+        k drafts at r = k + 1) with the kernels in use (specdraft.generate.cpu_kernels)."""
+        from specdraft.generate.cpu_kernels import forward_ms
+
+        return forward_ms(self.model, rows)
 
     def speculative_pass(self, prompts: list[str], plain: list[GenOutput], draft: str) -> list[GenOutput]:
         """Acceptance of `draft` on each prompt, simulated exactly against its plain output:

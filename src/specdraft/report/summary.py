@@ -13,7 +13,8 @@ from typing import Any
 from specdraft.io import read_json
 from specdraft.report.verdicts import MATTERS, verdict_table
 
-CONFIG_ORDER = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_untrained", "cod_sd_untrained"]
+CONFIG_ORDER = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_kd", "cod_sd_kd", "cot_sd_untrained",
+                "cod_sd_untrained"]
 SMALL_N = 100
 
 
@@ -52,6 +53,40 @@ def table(ev: dict[str, Any]) -> list[str]:
                      f"{_f(m.get('speedup'))}{_ci(m.get('speedup_ci95'))} | {_f(m.get('efficiency'))} | "
                      f"{_f(m.get('cost_ratio_c'), '{:.3f}')} | {_f(m.get('verify_cost'))} |")
     return lines
+
+
+def drafts_table(ev: dict[str, Any]) -> list[str]:
+    """The drafts side by side (SFT-distilled `_sd`, distribution-distilled `_sd_kd`,
+    untrained): every acceptance figure at the configured k, then each trained draft's k
+    sweep (simulated mean accepted length and the speedup it predicts)."""
+    spec = [c for c in _configs(ev) if ev[c].get("num_speculative_tokens")]
+    if not spec:
+        return []
+    k = ev[spec[0]]["num_speculative_tokens"]
+    lines = [f"Drafts at k = {k} (acceptance simulated exactly on every question; per-position: the share of "
+             "drafts whose first i tokens were all accepted):", "",
+             "| config | acceptance rate | mean accepted length | per position | nothing accepted | speedup |",
+             "|---|---|---|---|---|---|"]
+    for c in spec:
+        m = ev[c]
+        pos = " / ".join(f"{x:.2f}" for x in m.get("acceptance_per_position") or [])
+        lines.append(f"| {c} | {m['acceptance_rate']:.3f} | {m['mean_acceptance_length']:.2f} | {pos or '–'} | "
+                     f"{_f(m.get('zero_acceptance_share'))} | {_f(m.get('speedup'))}{_ci(m.get('speedup_ci95'))} |")
+    swept = [c for c in spec if ev[c].get("k_sweep")]
+    if swept:
+        ks = [r["k"] for r in ev[swept[0]]["k_sweep"]]
+        n = ev[swept[0]]["k_sweep"][0]["questions"]
+        lines += ["", f"Draft-length sweep on {n} questions: mean accepted length / predicted speedup (measured draft "
+                  "cost c, the target's measured verify cost for k + 1 tokens; an upper bound: it leaves out the "
+                  "decoding loop's own per-round overhead):", "",
+                  "| config | " + " | ".join(f"k = {k}" for k in ks) + " | best k |",
+                  "|---|" + "---|" * (len(ks) + 1)]
+        for c in swept:
+            rows = ev[c]["k_sweep"]
+            best = max(rows, key=lambda r: r["predicted_speedup"] or 0)["k"]
+            lines.append(f"| {c} | " + " | ".join(f"{r['mean_acceptance_length']:.2f} / {_f(r['predicted_speedup'])}x"
+                                                  for r in rows) + f" | {best} |")
+    return lines + [""]
 
 
 def _cmp(ev: dict[str, Any], a: str, b: str) -> dict[str, Any] | None:
@@ -185,7 +220,8 @@ def _how_measured(m: dict[str, Any]) -> list[str]:
     return out
 
 
-FIGURES = ("report_accuracy_vs_tokens", "report_speedup", "report_acceptance", "report_training_curves")
+FIGURES = ("report_accuracy_vs_tokens", "report_speedup", "report_acceptance", "report_speedup_vs_length",
+           "report_training_curves")
 
 
 def figures(evals: dict[str, dict[str, Any]], train_dir: Path, out: Path) -> list[Path]:
@@ -199,6 +235,7 @@ def figures(evals: dict[str, dict[str, Any]], train_dir: Path, out: Path) -> lis
     draw = {"report_accuracy_vs_tokens": lambda: _accuracy_vs_tokens(plt, evals),
             "report_speedup": lambda: _speedup(plt, evals),
             "report_acceptance": lambda: _acceptance(plt, evals),
+            "report_speedup_vs_length": lambda: _speedup_vs_length(plt, evals),
             "report_training_curves": lambda: _training_curves(plt, train_dir)}
     paths = []
     for name in FIGURES:
@@ -259,9 +296,43 @@ def _acceptance(plt: Any, evals: dict[str, dict[str, Any]]) -> Any:
     return fig
 
 
+def _speedup_vs_length(plt: Any, evals: dict[str, dict[str, Any]]) -> Any:
+    """Speedup against mean accepted length (tokens per verify step): each timed
+    speculative configuration's measured speedup, the k sweep's predicted speedups, and
+    the model's line speedup = L / (k c + v) with its break-even point (speedup 1) for the
+    median measured c and verify cost v at the configured k."""
+    import statistics
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    timed = [(sc, c, ev[c]) for sc, ev in evals.items() for c in _configs(ev) if ev[c].get("speedup") is not None]
+    for sc, c, m in timed:
+        ax.scatter(m["mean_acceptance_length"], m["speedup"], marker="o", s=22, label=f"{sc}/{c} measured")
+    pred = [(r["mean_acceptance_length"], r["predicted_speedup"]) for ev in evals.values() for c in _configs(ev)
+            for r in ev[c].get("k_sweep") or [] if r.get("predicted_speedup") is not None]
+    if pred:
+        ax.scatter(*zip(*pred, strict=True), marker="x", s=14, color="grey", label="k sweep, predicted")
+    costs = [(m["cost_ratio_c"], m["verify_cost"], m["num_speculative_tokens"]) for _, _, m in timed
+             if m.get("cost_ratio_c") is not None and m.get("verify_cost") is not None]
+    if costs:
+        c = statistics.median(x[0] for x in costs)
+        v = statistics.median(x[1] for x in costs)
+        k = costs[0][2]
+        even = k * c + v
+        xs = [1 + i * k / 50 for i in range(51)]
+        ax.plot(xs, [x / even for x in xs], color="black", lw=0.8,
+                label=f"L / (k c + v): k={k}, c={c:.3f}, v={v:.2f}")
+        ax.axvline(even, color="tab:red", lw=0.8, ls=":", label=f"break-even L = {even:.2f}")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set(title="Speedup vs mean accepted length", xlabel="mean accepted length L (tokens per verify step)",
+           ylabel="speedup over plain greedy")
+    ax.legend(fontsize=5, loc="upper left")
+    return fig
+
+
 def _training_curves(plt: Any, train_dir: Path) -> Any:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, role in zip(axes, ("target", "draft"), strict=True):
+    roles = [r for r in ("target", "draft", "draft_kd") if (train_dir / r).is_dir()] or ["target", "draft"]
+    fig, axes = plt.subplots(1, len(roles), figsize=(5 * len(roles), 3.8), squeeze=False)
+    for ax, role in zip(axes[0], roles, strict=True):
         for run in sorted((train_dir / role).glob("*")):
             f = run / "plots/metrics/train/loss.tsv"
             if f.exists():
@@ -296,7 +367,7 @@ def summary(evals: dict[str, dict[str, Any]], setup: dict[str, Any], prepare: di
     if any(p.get("warnings") for p in prepare.values()):
         lines.append("")
     for sc, ev in evals.items():
-        lines += [f"## {sc}", ""] + table(ev) + [""]
+        lines += [f"## {sc}", ""] + table(ev) + [""] + drafts_table(ev)
     lines += hypotheses(evals)
     cav = caveats(evals)
     lines += ["## Caveats", ""] + [f"- {c}" for c in cav] + [""]

