@@ -15,7 +15,8 @@ import yaml
 from conftest import clone_env, venv_bin
 from pipeline_deps import params_mismatches
 
-CONFIGS = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_untrained", "cod_sd_untrained"]
+CONFIGS = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_kd", "cod_sd_kd", "cot_sd_untrained",
+           "cod_sd_untrained"]
 SCENARIOS = ["gsm8k", "math_algebra_l12", "math_intalg_l34"]
 
 
@@ -52,7 +53,14 @@ def test_local_pipeline_end_to_end(local_pipeline):
             assert m["accuracy_ci95"][0] <= m["accuracy"] <= m["accuracy_ci95"][1]
             assert 0 < m["mean_output_tokens"] <= 24
             assert c == "base" or m["tokens_per_s"] > 0  # base is decoded batched only, not timed
-            if c.endswith(("_sd", "_sd_untrained")):
+            if c != "base":  # cpu_kernels: auto chose one path by timing both, and says so
+                assert m["cpu_kernels"] in ("default", "onednn") and m["cpu_kernels_setting"] == "auto"
+                assert m["kernel_probe"]["choice"] == m["cpu_kernels"]
+            if c.endswith(("_sd", "_sd_kd")):  # the trained drafts' k sweep, k = 1..5, exact simulation
+                assert [r["k"] for r in m["k_sweep"]] == [1, 2, 3, 4, 5]
+                assert all(len(r["acceptance_per_position"]) == r["k"] and r["predicted_speedup"] > 0
+                           for r in m["k_sweep"])
+            if c.endswith(("_sd", "_sd_kd", "_sd_untrained")):
                 assert 0.0 <= m["acceptance_rate"] <= 1.0 and m["mean_acceptance_length"] >= 1.0
                 assert m["speedup"] > 0 and m["speedup_ci95"][0] <= m["speedup"] <= m["speedup_ci95"][1]
                 assert m["diverging_outputs"] == 0  # greedy speculative == plain, fp32 hf engine
@@ -78,11 +86,12 @@ def test_local_pipeline_end_to_end(local_pipeline):
     print(f"math-verify cross-check: {checked} predictions agree")
 
     # training curves and final losses
-    for role in ("target", "draft"):
+    for role in ("target", "draft", "draft_kd"):
         for sc in SCENARIOS:
             for style in ("cot", "cod"):
                 m = json.loads((repo / f"metrics/train/{role}/{sc}-{style}/metrics.json").read_text())
                 assert m["steps"] >= 1 and m["train_loss_first"] > 0
+                assert role != "draft_kd" or m["objective"] == "kd"
     # reports name every configuration; figures are PNG images
     summary = (repo / "reports/summary.md").read_text()
     for c in CONFIGS:
@@ -90,5 +99,6 @@ def test_local_pipeline_end_to_end(local_pipeline):
     assert "## Hypotheses" in summary and "## Caveats" in summary
     for f in (repo / "reports/figures").glob("*.png"):
         assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list((repo / "reports/figures").glob("*.png"))) == 7
+    assert len(list((repo / "reports/figures").glob("*.png"))) == 8
+    assert "Draft-length sweep" in summary and "| cot_sd_kd |" in summary
     assert "CoD/CoT" in (repo / "reports/data.md").read_text()

@@ -91,10 +91,12 @@ def unpack_linears(swapped: list[tuple[Any, str, Any]]) -> None:
         setattr(parent, name, child)
 
 
-def forward_ms(model: Any, rows: list[int], context: int = 128, reps: int = 8) -> dict[int, float]:
+def forward_ms(model: Any, rows: list[int], context: int = 128, reps: int = 12) -> dict[int, float]:
     """Median milliseconds of one forward of r new tokens after a `context`-token KV cache,
     for each r in `rows`: the shapes of a decode step (r = 1) and a verify (r = k + 1) on
-    this model. Token values do not change the time, so the ids are arbitrary."""
+    this model. The row counts take turns within each repetition, so a burst of machine
+    noise hits them alike instead of one of them. Token values do not change the time, so
+    the ids are arbitrary."""
     import statistics
     import time
 
@@ -102,20 +104,18 @@ def forward_ms(model: Any, rows: list[int], context: int = 128, reps: int = 8) -
     from transformers import DynamicCache
 
     ids = torch.arange(100, 100 + context + max(rows), device=model.device).unsqueeze(0) % model.config.vocab_size
-    out = {}
+    times: dict[int, list[float]] = {r: [] for r in rows}
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)
         model(input_ids=ids[:, :context], cache=cache, use_cache=True, logits_to_keep=1)
-        for r in rows:
-            x = ids[:, context:context + r]
-            times = []
-            for _ in range(reps + 2):  # two warm-up calls
+        for rep in range(reps + 2):  # two warm-up rounds
+            for r in rows:
                 t = time.perf_counter()
-                model(input_ids=x, cache=cache, use_cache=True, logits_to_keep=r)
-                times.append(time.perf_counter() - t)
+                model(input_ids=ids[:, context:context + r], cache=cache, use_cache=True, logits_to_keep=r)
+                if rep >= 2:
+                    times[r].append(time.perf_counter() - t)
                 cache.crop(-r)
-            out[r] = statistics.median(times[2:]) * 1000
-    return out
+    return {r: statistics.median(v) * 1000 for r, v in times.items()}
 
 
 def choose_kernels(model: Any, rows: list[int]) -> dict[str, Any]:

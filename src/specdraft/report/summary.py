@@ -203,7 +203,10 @@ def _how_measured(m: dict[str, Any]) -> list[str]:
                f"against the target's known output); latency, speedup, c and verify cost timed on {m['timed_n']} "
                f"questions at batch 1, plain and speculative alternating per prompt, where the engine's own counts "
                f"are checked against the simulation. Decoding: {m.get('decode_loop')} loop, "
-               f"{m.get('cpu_kernels', 'default')} kernels, draft weights {m.get('draft_quant', 'none')}, draft head "
+               f"{m.get('cpu_kernels', 'default')} kernels"
+               + (" (cpu_kernels auto: picked at engine start by timing both paths on the target)"
+                  if m.get("cpu_kernels_setting") == "auto" else "")
+               + f", draft weights {m.get('draft_quant', 'none')}, draft head "
                f"over " + (f"{m['draft_vocab']} tokens." if m.get("draft_vocab") else "the full vocabulary."))
     else:
         how = (f"What is measured how ({who}): every configuration decodes every one of the {m['n']} test questions "

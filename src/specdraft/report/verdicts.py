@@ -101,8 +101,8 @@ def headline(evals: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, 
     accuracy; for a plain configuration its mean output tokens, for a speculative one its
     acceptance rate, mean accepted length and speedup. A speculative configuration's tokens
     are its plain twin's (its output is the same, checked by the divergence count), so they
-    are left out to keep the view on one screen (3 scenarios: 66 values). Nothing here moves
-    between two runs of the same code but the speedup."""
+    are left out to keep the view short (3 scenarios, 3 speculative variants per style: 90
+    values). Nothing here moves between two runs of the same code but the speedup."""
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for sc, ev in evals.items():
         for config, m in ev.items():
