@@ -234,7 +234,7 @@ def test_restricted_head_at_paper_shape_qwen2_tied_vocab():
 
 # ------------------------------------------------------------------------------ settings
 @pytest.mark.parametrize("key,value,match", [
-    ("cpu_kernels", "mkl", r"generation.cpu_kernels: 'mkl' unknown; valid: \['default', 'onednn'\]"),
+    ("cpu_kernels", "mkl", r"generation.cpu_kernels: 'mkl' unknown; valid: \['default', 'onednn', 'auto'\]"),
     ("draft_quant", "int4", r"generation.draft_quant: 'int4' unknown; valid: \['none', 'int8'\]"),
     ("decode_loop", "fast", r"generation.decode_loop: 'fast' unknown"),
     ("max_new_tokens", 0, r"generation.max_new_tokens: must be >= 1"),
