@@ -77,8 +77,9 @@ def drafts_table(ev: dict[str, Any]) -> list[str]:
         ks = [r["k"] for r in ev[swept[0]]["k_sweep"]]
         n = ev[swept[0]]["k_sweep"][0]["questions"]
         lines += ["", f"Draft-length sweep on {n} questions: mean accepted length / predicted speedup (measured draft "
-                  "cost c, the target's measured verify cost for k + 1 tokens; an upper bound: it leaves out the "
-                  "decoding loop's own per-round overhead):", "",
+                  "cost c, the target's measured verify cost for k + 1 tokens; it leaves out the prompt's prefill "
+                  "and the decoding loop's own per-round work, so it ranks the k's rather than promising a "
+                  "figure):", "",
                   "| config | " + " | ".join(f"k = {k}" for k in ks) + " | best k |",
                   "|---|" + "---|" * (len(ks) + 1)]
         for c in swept:
