@@ -34,6 +34,7 @@ from typing import Any
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
 from specdraft.evaluate.stats import acceptance_stats, alpha_from_acceptance, leviathan_speedup, pooled_hist
 from specdraft.generate.api import GenerationConfig
+from specdraft.generate.cpu_kernels import forward_ms
 from specdraft.generate.draft import cheapen, coverage
 from specdraft.generate.hf_engine import HFEngine
 from specdraft.io import read_jsonl
@@ -42,24 +43,6 @@ from specdraft.prompts import PromptsConfig, messages
 
 def _tok_s(outs: list, seconds: float) -> float:
     return sum(o.output_tokens for o in outs) / seconds
-
-
-def forward_ms(model: Any, prompt_ids: list[int], rows: int, reps: int = 25) -> float:
-    """Median time of one forward of `rows` new tokens after the prompt (KV cache kept)."""
-    import torch
-    from transformers import DynamicCache
-
-    with torch.inference_mode():
-        cache = DynamicCache(config=model.config)
-        model(input_ids=torch.tensor([prompt_ids]), cache=cache, use_cache=True, logits_to_keep=1)
-        x = torch.tensor([prompt_ids[-rows:]])
-        times = []
-        for _ in range(reps + 3):
-            t = time.perf_counter()
-            model(input_ids=x, cache=cache, use_cache=True, logits_to_keep=rows)
-            times.append(time.perf_counter() - t)
-            cache.crop(-rows)
-    return statistics.median(times[3:]) * 1000
 
 
 def head_ms(model: Any, reps: int = 25) -> float:
@@ -165,7 +148,7 @@ def run(target: Path, draft: Path, questions: list[str], draft_data: tuple[list[
     pid = engines["fast"].tokenizer(prompts[0], add_special_tokens=False)["input_ids"] + plain_ids["fast"][0][:40]
     res["verify_cost"] = {}
     for name, eng in engines.items():
-        t = {r: forward_ms(eng.model, pid, r) for r in range(1, 6)}
+        t = forward_ms(eng.model, list(range(1, 6)), context=len(pid), reps=25)
         res["verify_cost"][name] = {"target_forward_ms": t, "cost_in_steps": {r: t[r] / t[1] for r in t}}
 
     # draft cost ratio c for each way of cheapening the draft, against the target of the same kernels
@@ -181,7 +164,7 @@ def run(target: Path, draft: Path, questions: list[str], draft_data: tuple[list[
     for kernels, quant, vocab in (("default", "none", 0), ("onednn", "none", 0), ("onednn", "int8", 0),
                                   ("onednn", "none", draft_vocab), ("onednn", "int8", draft_vocab)):
         model = draft_variant(kernels, quant, vocab)
-        d = forward_ms(model, pid, 1)
+        d = forward_ms(model, [1], context=len(pid), reps=25)[1]
         h = head_ms(model)
         res["draft_cost"].append({"kernels": kernels, "quant": quant, "vocab": vocab or "full",
                                   "draft_forward_ms": d, "head_ms": h, "head_share": h / d,
