@@ -105,3 +105,12 @@ compare: $(STAMP) ## Significance of per-sample differences between two revision
 PROFILE ?= paper
 rehearse-paper: $(STAMP) $(VLLM_STAMP) ## Rehearse a paper profile end to end on this CPU against local stand-ins (PROFILE=paper|paper_qwen3)
 	$(BIN)/python -m specdraft.rehearsal.run --profile $(PROFILE)
+
+# A GPU machine (one H100 or H200, no network needed once .venv and .venv-vllm hold CUDA
+# builds): every check that needs the GPU in one script within 10 minutes, its table in
+# metrics/gpu_check.json (GPU_CHECK_JSON=<path> for another). The script comes before any set-up: on
+# a machine without a CUDA GPU it exits 2 at once; PLAN=1 prints the steps on any machine.
+GPU_CHECK_JSON ?= metrics/gpu_check.json
+.PHONY: gpu-check
+gpu-check: ## GPU machine: set-up, the pipeline and the paper rehearsal on cuda, pytest -m gpu, in 10 min (PLAN=1: the steps)
+	@PYTHONPATH=src $(PYTHON) -m specdraft.tools.gpu_check $(if $(PLAN),--plan) --json $(GPU_CHECK_JSON)

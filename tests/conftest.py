@@ -37,7 +37,7 @@ def clone_worktree(dest: Path) -> Path:
     import subprocess
 
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
+                           cwd=ROOT, check=True, capture_output=True, timeout=120).stdout.decode().split("\0")
     for f in filter(None, files):
         src = ROOT / f
         if src.is_file():
@@ -46,7 +46,7 @@ def clone_worktree(dest: Path) -> Path:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "clone"]):
-        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True, timeout=300)
     return dest
 
 
@@ -158,7 +158,7 @@ class PipelineRun:
         import subprocess
 
         return subprocess.run(["git", *args], cwd=self.repo, env={**os.environ, **GIT_ID}, check=True,
-                              capture_output=True, text=True).stdout
+                              capture_output=True, text=True, timeout=600).stdout
 
 
 GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
@@ -184,8 +184,10 @@ def local_pipeline(tmp_path_factory) -> PipelineRun:
     import subprocess
 
     t = time.monotonic()
+    # 40 min (a run takes 10-15): under pytest's per-test limit (pyproject, 45 min), which counts
+    # this setup against the first test that uses it, so this timeout is the one that says why
     p = subprocess.run(args, cwd=repo, env={**clone_env(repo), "SPECDRAFT_TRACE_PARAMS": str(trace)},
-                       capture_output=True, text=True, timeout=3600)
+                       capture_output=True, text=True, timeout=2400)
     run = PipelineRun(repo, trace, p, time.monotonic() - t)
     print(f"dvc exp run (whole pipeline, small counts): {run.seconds:.0f}s")
     if p.returncode == 0:

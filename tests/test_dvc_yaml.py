@@ -33,7 +33,7 @@ def test_the_code_check_names_missing_and_extra_deps(tmp_path, root):
     text = text.replace("      - src/specdraft/report/summary.py\n", "      - src/specdraft/teacher/gemini.py\n", 1)
     (tmp_path / "dvc.yaml").write_text(text)
     (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
-    subprocess.run([venv_bin("dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([venv_bin("dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, check=True, timeout=120)
     problems = pd.code_mismatches(tmp_path)
     assert "report: missing dep src/specdraft/report/summary.py (imported by the stage)" in problems
     assert any(p.startswith("report: extra dep src/specdraft/teacher/gemini.py") for p in problems)
@@ -58,7 +58,7 @@ gen.vllm.max_num_seqs
 get(params, "eval.seed")
 """
     env = {**os.environ, "SPECDRAFT_TRACE_PARAMS": str(tmp_path / "t")}
-    subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True)
+    subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True, timeout=300)
     (trace,) = (tmp_path / "t").glob("*.json")
     keys = json.loads(trace.read_text())["keys"]
     assert keys == ["eval.seed", "generation.max_new_tokens", "generation.vllm.max_num_seqs", "prompts.fewshot.cod",

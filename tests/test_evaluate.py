@@ -177,3 +177,34 @@ def test_the_k_sweep_at_the_configured_k_equals_the_main_pass(tiny_models, sampl
     assert rows[2]["verify_cost"] == pytest.approx(1.3)
     assert rows[2]["predicted_speedup"] == pytest.approx(rows[2]["mean_acceptance_length"] / (3 * 0.1 + 1.3))
     assert sweep_metrics(preds["sweep"]["sd"], fm, None)[0]["predicted_speedup"] is None
+
+
+def test_evaluation_runs_the_runs_kernel_path_whatever_the_probe_said(tiny_models, sample_rows, local_prompts,
+                                                                       tmp_path):
+    """Two probes that straddle a tie (the timings perturbed between runs, as on a machine
+    where the two paths are within noise) decide the same path; two evaluations with it
+    give the same output on every row, and every metrics file names that path."""
+    import dataclasses
+
+    from specdraft.device import resolve
+    from specdraft.generate.cpu_kernels import decide
+
+    prompts, _ = local_prompts
+    gen = dataclasses.replace(GEN, cpu_kernels="auto")
+    cfg = EvalConfig(variants={"sd": Variant("trained")}, timed_prompts=2)
+    probes = [{"default": {1: 44.0, 3: 43.9}, "onednn": {1: 44.0, 3: 43.8}},
+              {"default": {1: 44.0, 3: 43.8}, "onednn": {1: 43.9, 3: 43.9}}]
+    outputs, paths = [], []
+    for i, timings in enumerate(probes):
+        path = decide({"forward_ms": timings})
+        plan = resolve(gen, "cpu", path, drafts=True)
+        out = evaluate("gsm8k", "cot", tiny_models / "target", {"sd": tiny_models / "draft"}, sample_rows, prompts,
+                       gen, cfg, None, PassFiles(tmp_path / f"part{i}", "cot", "fp"), tmp_path / f"preds{i}",
+                       tmp_path / f"metrics{i}", plan)
+        paths.append({c: m["cpu_kernels"] for c, m in out.items()} | {"decided": path})
+        outputs.append({c: [r["output"] for r in read_jsonl(tmp_path / f"preds{i}/{c}.jsonl")] for c in out})
+    assert paths[0] == paths[1] == {"cot": "default", "cot_sd": "default", "decided": "default"}
+    assert outputs[0] == outputs[1]
+    for c in ("cot", "cot_sd"):
+        m = json.loads((tmp_path / f"metrics0/{c}.json").read_text())
+        assert m["cpu_kernels_setting"] == "auto" and m["applied"]["generation.cpu_kernels"] == "default"

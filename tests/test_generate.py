@@ -198,7 +198,7 @@ def test_stage_reruns_itself_under_the_vllm_interpreter(tmp_path):
     fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > called.txt\necho "$PYTHONPATH|$SPECDRAFT_RERUN_FOR_ENGINE" '
                     '>> called.txt\n')
     fake.chmod(0o755)
-    args = ["--scenario", "gsm8k", "--style", "cot", "--target", "t", "--cot", "a.jsonl", "--cod", "b.jsonl",
+    args = ["--scenario", "gsm8k", "--style", "cot", "--target", "t", "--kernels", "k.json", "--cot", "a.jsonl", "--cod", "b.jsonl",
             "--out", "o.jsonl", "--metrics", "m.json"]
     env = {**os.environ, "SPECDRAFT_VLLM_PYTHON": str(fake), "PYTHONPATH": str(ROOT / "src")}
     done = subprocess.run([sys.executable, "-m", "specdraft.stages.distill", *args], cwd=tmp_path, env=env,

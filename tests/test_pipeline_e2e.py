@@ -30,10 +30,10 @@ def test_local_pipeline_end_to_end(local_pipeline):
     # every stage ran and is recorded
     stages = set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"])
     listed = subprocess.run([venv_bin("dvc"), "stage", "list", "--name-only"], cwd=repo, env=clone_env(repo),
-                            capture_output=True, text=True, check=True).stdout.split()
+                            capture_output=True, text=True, check=True, timeout=300).stdout.split()
     assert set(listed) <= stages, set(listed) - stages
     status = subprocess.run([venv_bin("dvc"), "status"], cwd=repo, env=clone_env(repo), capture_output=True,
-                            text=True, check=True).stdout
+                            text=True, check=True, timeout=600).stdout
     assert "up to date" in status
 
     # dvc.yaml declares exactly the params keys each stage read (specdraft.config records them)
@@ -45,6 +45,15 @@ def test_local_pipeline_end_to_end(local_pipeline):
         d = data["scenarios"][sc]
         assert d["rows"] == 8 and d["cod_tokens_mean"] < d["cot_tokens_mean"]
 
+    # the kernel path: decided once, with both paths timed; distillation ran it too
+    kernels = json.loads((repo / "metrics/kernels.json").read_text())
+    assert kernels["cpu_kernels"] in ("default", "onednn") and set(kernels["probe"]["forward_ms"]) == {
+        "default", "onednn"}
+    for sc in SCENARIOS:
+        for style in ("cot", "cod"):
+            assert json.loads((repo / f"metrics/distill/{sc}-{style}.json").read_text())["cpu_kernels"] == \
+                kernels["cpu_kernels"]
+
     # evaluation metrics: sane ranges for every scenario and configuration
     for sc in SCENARIOS:
         for c in CONFIGS:
@@ -53,9 +62,10 @@ def test_local_pipeline_end_to_end(local_pipeline):
             assert m["accuracy_ci95"][0] <= m["accuracy"] <= m["accuracy_ci95"][1]
             assert 0 < m["mean_output_tokens"] <= 24
             assert c == "base" or m["tokens_per_s"] > 0  # base is decoded batched only, not timed
-            if c != "base":  # cpu_kernels: auto chose one path by timing both, and says so
-                assert m["cpu_kernels"] in ("default", "onednn") and m["cpu_kernels_setting"] == "auto"
-                assert m["kernel_probe"]["choice"] == m["cpu_kernels"]
+            # cpu_kernels: auto: the one path the kernels stage chose for the whole run
+            assert m["cpu_kernels"] == kernels["cpu_kernels"] and m["cpu_kernels_setting"] == "auto"
+            assert m["device"] == "cpu" and m["applied"]["generation.cpu_kernels"] == kernels["cpu_kernels"]
+            assert m["not_applied"] == {}
             if c.endswith(("_sd", "_sd_kd")):  # the trained drafts' k sweep, k = 1..5, exact simulation
                 assert [r["k"] for r in m["k_sweep"]] == [1, 2, 3, 4, 5]
                 assert all(len(r["acceptance_per_position"]) == r["k"] and r["predicted_speedup"] > 0

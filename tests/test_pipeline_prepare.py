@@ -64,5 +64,5 @@ def test_dry_run_paper_profile_composes(tmp_path):
     assert "python -m specdraft.stages.train_target --scenario gsm8k --style cot" in out
     # the composition is real: an unknown profile fails to compose
     bad = subprocess.run([venv_bin("dvc"), "exp", "run", "--dry", "--force", "-S", "profile=nope"], cwd=repo,
-                         capture_output=True, text=True, env=clone_env(repo))
+                         capture_output=True, text=True, env=clone_env(repo), timeout=600)
     assert bad.returncode != 0 and "profile" in bad.stdout + bad.stderr

@@ -96,14 +96,22 @@ def test_killed_vllm_evaluation_resumes_with_the_same_results(paper):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     t = time.monotonic()
     killed = False
+
+    def kill_tree():
+        for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+            p.kill()
+
     while proc.poll() is None and time.monotonic() - t < 600:
         if (partial / "cot.sd.timed.jsonl").exists() and len((partial / "cot.sd.timed.jsonl").read_text().split()) > 1:
-            for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
-                p.kill()
+            kill_tree()
             killed = True
             break
         time.sleep(0.2)
-    proc.wait()
+    if proc.poll() is None and not killed:  # neither the second engine decoding nor an end in 600 s
+        kill_tree()
+        proc.wait(timeout=60)
+        pytest.fail("dvc repro evaluate@gsm8k-cot: no timed speculative output within 600 s (killed)")
+    proc.wait(timeout=60)
     assert killed, "the stage finished before the kill"
     done = subprocess.run(["dvc", "repro", "--force", "--single-item", "evaluate@gsm8k-cot"], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=900)
@@ -143,7 +151,7 @@ def test_changing_a_pinned_revision_marks_what_reads_it(paper):
         params.write_text(yaml.safe_dump(p, sort_keys=False))
         try:
             return subprocess.run(["dvc", *args], cwd=repo, env=stage_env(work), capture_output=True, text=True,
-                                  check=True).stdout
+                                  check=True, timeout=600).stdout
         finally:
             params.write_text(original)
 
@@ -162,7 +170,7 @@ def test_changing_a_pinned_revision_marks_what_reads_it(paper):
                                                               "train_draft_kd", "evaluate")
                                   for st in ("cot", "cod")}
     assert marked("models.target_revision") - before == {"tokenizer", "base_models"}
-    assert len(would_run("models.target_revision")) == 46  # all but the 3 prepare stages
+    assert len(would_run("models.target_revision")) == 47  # all but the 3 prepare stages
     assert params.read_text() == original
 
 
@@ -178,7 +186,8 @@ def test_qwen3_profile_runs_its_own_code_paths(tmp_path):
     from specdraft.rehearsal.run import rehearse
 
     chain = ["prepare@gsm8k", "tokenizer", "cot@gsm8k", "cod@gsm8k", "base_models", "train_target@gsm8k-cot",
-             "distill@gsm8k-cot", "train_draft@gsm8k-cot", "train_draft_kd@gsm8k-cot", "evaluate@gsm8k-cot"]
+             "kernels", "distill@gsm8k-cot", "train_draft@gsm8k-cot", "train_draft_kd@gsm8k-cot",
+             "evaluate@gsm8k-cot"]
     s = rehearse("paper_qwen3", tmp_path / "paper_qwen3", targets=["evaluate@gsm8k-cot"])
     print(f"rehearsal of profile paper_qwen3, one scenario's chain: {s['seconds']:.0f} s; {s['stage_seconds']}")
     assert s["returncode"] == 0 and s["checks"] == {k: True for k in s["checks"]}, s["checks"]

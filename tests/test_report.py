@@ -88,6 +88,15 @@ def test_vllm_metrics_without_forward_timings_are_reported():
     assert any(c.startswith("gsm8k/cot_sd: 2 of 6 speculative outputs differ from plain output (bfloat16") and
                "McNemar p=1.000" in c for c in cav)
     assert not any("CPU run" in c for c in cav)
+    # the drafts table names where its acceptance comes from, per engine
+    from specdraft.report.summary import drafts_table
+
+    assert "acceptance counted by the vllm engine while decoding every question" in drafts_table(ev["gsm8k"])[0]
+    assert "acceptance simulated exactly on every question" in drafts_table(EV["gsm8k"])[0]
+    # settings the device did not apply are named with why
+    gpu = {**sd, "not_applied": {"generation.draft_quant": "int8 is a CPU path"}}
+    assert any("Settings not applied on CUDA: generation.draft_quant (int8 is a CPU path)." in c
+               for c in caveats({"gsm8k": {**ev["gsm8k"], "cot_sd": gpu}}))
 
 
 def test_summary_header(tmp_path):
@@ -187,10 +196,11 @@ def test_replicates_read_the_cis_that_dvc_exp_show_drops_from_the_experiments_co
     f.parent.mkdir(parents=True)
     f.write_text(json.dumps({"accuracy": 0.5, "accuracy_ci95": [0.3, 0.7]}))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
-    subprocess.run([*git, "commit", "-qm", "run"], cwd=tmp_path, check=True)
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True, timeout=60)
+    subprocess.run([*git, "add", "."], cwd=tmp_path, check=True, timeout=60)
+    subprocess.run([*git, "commit", "-qm", "run"], cwd=tmp_path, check=True, timeout=60)
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60).stdout.strip()
     f.write_text("{}")  # the workspace moved on: the experiment's commit is what counts
     monkeypatch.chdir(tmp_path)
     data = {"rev": rev, "metrics": {"metrics/eval/gsm8k/cot.json": {"data": {"accuracy": 0.5}}}}

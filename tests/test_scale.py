@@ -21,12 +21,14 @@ import math
 import os
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import ROOT, clone_env, venv_bin
+from procs import describe, processes_under, start_detached, stop_workers, tail, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +39,7 @@ def _training_workspace(ws: Path, n_rows: int) -> None:
     """params.yaml of the repository (small batches, frequent checkpoints) and teacher
     rows from the shipped GSM8K sample (its reference solutions as responses)."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["train_target"].update(batch_size=1, epochs=2, save_steps=2, val_share=0.1)
+    p["train_target"].update(batch_size=1, epochs=2, save_steps=5, val_share=0.1)
     p["train_draft"].update(batch_size=2, epochs=1, val_share=0.1)
     ws.mkdir(parents=True, exist_ok=True)
     (ws / "params.yaml").write_text(yaml.safe_dump(p))
@@ -51,7 +53,7 @@ def _training_workspace(ws: Path, n_rows: int) -> None:
 # Run in a fresh process: load the merged target, generate, compare with base + adapter.
 MERGE_CHECK = """
 import json, sys, torch
-from specdraft.train.sft import merge_adapter
+from specdraft.train.finish import merge_adapter
 from specdraft.generate.api import GenerationConfig
 from specdraft.generate.hf_engine import HFEngine
 base, out = sys.argv[1], sys.argv[2]
@@ -81,6 +83,27 @@ def _kill_tree(pid: int) -> int:
     return len(procs)
 
 
+def _suspend_tree(pid: int) -> list:
+    """SIGSTOP a launcher and every process under it; returns them (to resume)."""
+    import psutil
+
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for p in procs:
+        p.suspend()
+    return procs
+
+
+def _late_by(ckpt: Path, curve: Path) -> int | None:
+    """How many steps the curve runs past the last complete checkpoint (None while a
+    checkpoint is half written, which a crash may also leave, but not this test)."""
+    dirs = list(ckpt.glob("checkpoint-*"))
+    if not dirs or not all((d / "trainer_state.json").exists() for d in dirs):
+        return None
+    last = max(int(d.name.split("-")[1]) for d in dirs)
+    rows = [x for x in curve.read_text().splitlines()[1:] if x.strip()]
+    return max(int(x.split("\t")[0]) for x in rows) - last if rows else None
+
+
 def _generates(model_dir: Path, n: int = 8) -> list[int]:
     from specdraft.generate.api import GenerationConfig
     from specdraft.generate.hf_engine import HFEngine
@@ -100,18 +123,30 @@ def test_training_runs_data_parallel_on_two_cpu_processes(tiny_models, local_pip
                    "cot.jsonl", "--cod", "cod.jsonl", "--out", "out/target", "--live", "live/target"]
     ckpt = ws / ".specdraft/checkpoints/target/gsm8k-cot"
 
-    # a crash after the first checkpoint: every process of the run killed
+    # a crash that lands late: every process of the run killed while the curve holds steps
+    # logged after the last checkpoint (2 or more), which the resumed run must not log twice.
+    # The processes are frozen before the state is read, so what is checked is what is killed.
+    curve_file = ws / "live/target/plots/metrics/loss.tsv"
     t = time.monotonic()
     proc = subprocess.Popen(_launch("train_target", *target_args), cwd=ws, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    killed = 0
-    while proc.poll() is None and time.monotonic() - t < 600:
-        if list(ckpt.glob("checkpoint-*/trainer_state.json")):
-            killed = _kill_tree(proc.pid)
-            break
-        time.sleep(0.05)
-    proc.wait()
-    assert killed == 3, "expected the launcher and two ranks alive at the first checkpoint"
+    killed, late = 0, None
+    try:
+        while proc.poll() is None and time.monotonic() - t < 600:
+            if list(ckpt.glob("checkpoint-*/trainer_state.json")) and curve_file.exists():
+                frozen = _suspend_tree(proc.pid)
+                late = _late_by(ckpt, curve_file)
+                if late is not None and late >= 2:
+                    killed = _kill_tree(proc.pid)
+                    break
+                for p in frozen:
+                    p.resume()
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None and not killed:
+            _kill_tree(proc.pid)
+        proc.wait(timeout=60)
+    assert killed == 3, "expected the launcher and two ranks alive past a checkpoint"
     assert not (ws / "out/target").exists()
 
     # the rerun resumes from it, on two ranks that each take half of the examples
@@ -124,9 +159,8 @@ def test_training_runs_data_parallel_on_two_cpu_processes(tiny_models, local_pip
     assert n_train == n_rows - round(0.1 * n_rows)
     assert m["world_size"] == 2 and m["global_batch_size"] == 2 and m["resumed"] is True
     assert m["steps"] == 2 * math.ceil(n_train / 2)  # 2 epochs, batch 1 per rank: sharded, not duplicated
-    curve = (ws / "live/target/plots/metrics/loss.tsv").read_text().splitlines()[1:]
-    logged = [int(x.split("\t")[0]) for x in curve]  # dvclive steps (an eval log takes one too)
-    assert len(logged) == m["steps"] and logged == sorted(set(logged))  # one writer: one row per training step
+    logged = [int(x.split("\t")[0]) for x in curve_file.read_text().splitlines()[1:]]  # x: the global step
+    assert logged == list(range(1, m["steps"] + 1)), (late, logged)  # one writer, one row per step, none twice
     assert not ckpt.exists()  # finished: the next run starts fresh
     # every rank saved (the adapter), one process merged it into the base reloaded unquantised:
     # in a fresh process the merged model loads, generates, and equals base + saved adapter
@@ -191,16 +225,44 @@ def _experiment(run, name: str) -> dict:
     return found[0]
 
 
+QUEUE_BUSY = ("Queued", "Running")
+
+
+def _queue_status(run) -> str:
+    return run.dvc("queue", "status", timeout=120).stdout
+
+
 def _wait_for_no_workers(run, timeout: float = 120) -> None:
-    t = time.monotonic()
-    while "Worker status: 0 active, 0 idle" not in run.dvc("queue", "status").stdout:
-        assert time.monotonic() - t < timeout, "queue workers still running"
-        time.sleep(1)
+    """DVC's own view: no queue worker active or idle (`dvc queue status`)."""
+    wait_until(lambda: _queue_status(run), lambda s: "Worker status: 0 active, 0 idle" in s, timeout=timeout,
+               interval=1, what="no queue workers (dvc queue status)",
+               describe=lambda s: f"{s}\nprocesses:\n{describe(processes_under(run.repo))}")
 
 
-def test_queued_experiments_run_two_at_a_time(local_pipeline, tmp_path):
+@pytest.fixture
+def queue_run(local_pipeline):
+    """The session's pipeline run, its experiment queue stopped when the test ends, pass or
+    fail: `dvc queue stop --kill`, then any queue process still running in its repository
+    killed (procs.stop_workers). On CI a worker stayed alive after its queue was empty; left
+    running it would keep its memory, and its old environment for the next queued run."""
+    p = local_pipeline.proc
+    if p.returncode != 0:  # queued runs would only repeat its failure, at length
+        pytest.fail(f"the session's pipeline run failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    yield local_pipeline
+    try:
+        local_pipeline.dvc("queue", "stop", "--kill", check=False, timeout=120)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        left = stop_workers(local_pipeline.repo, wait=60)
+    if left:
+        warnings.warn("queue processes still running 60 s after `dvc queue stop --kill`, killed:\n"
+                      + "\n".join(left), stacklevel=1)
+
+
+def test_queued_experiments_run_two_at_a_time(queue_run, tmp_path):
     """Two variants of what compare@gsm8k tests (eval.comparisons: read by that stage only)."""
-    run = local_pipeline
+    run = queue_run
     variants = {"queued-a": [["cot", "base"]], "queued-b": [["cod", "base"], ["cod", "cot"]]}
     for name, pairs in variants.items():
         value = "[" + ",".join(f"[{a},{b}]" for a, b in pairs) + "]"
@@ -208,12 +270,14 @@ def test_queued_experiments_run_two_at_a_time(local_pipeline, tmp_path):
     trace = tmp_path / "trace"  # workers inherit the environment of `dvc queue start`
     _wait_for_no_workers(run)  # running workers would be reused, with their own environment
     t = time.monotonic()
-    run.dvc("queue", "start", "-j", "2", SPECDRAFT_TRACE_PARAMS=str(trace))
-    while time.monotonic() - t < 900:
-        status = run.dvc("queue", "status").stdout
-        if not any(s in status for s in ("Queued", "Running")):
-            break
-        time.sleep(2)
+    # its workers inherit its stdout and stderr: a file, never a pipe (tests/procs.py says why)
+    log = tmp_path / "queue-start.log"
+    started = start_detached([venv_bin("dvc"), "queue", "start", "-j", "2"], log, timeout=120, cwd=run.repo,
+                             env=run.env(SPECDRAFT_TRACE_PARAMS=str(trace)))
+    assert started.returncode == 0, tail(log)
+    status = wait_until(lambda: _queue_status(run), lambda s: not any(x in s for x in QUEUE_BUSY), timeout=900,
+                        interval=2, what="both queued experiments to finish (dvc queue status)",
+                        describe=lambda s: f"{s}\nprocesses:\n{describe(processes_under(run.repo))}")
     print(f"two queued experiments, 2 workers: {time.monotonic() - t:.0f}s")
     run.dvc("queue", "stop", check=False)
     _wait_for_no_workers(run)
@@ -245,7 +309,7 @@ def test_remote_push_then_fresh_clone_pulls_and_reproduces_nothing(local_pipelin
     assert any(remote.rglob("*")), pushed
 
     clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(run.repo), str(clone)], check=True)
+    subprocess.run(["git", "clone", "-q", str(run.repo), str(clone)], check=True, timeout=300)
     env = clone_env(clone)
 
     def dvc(*args):

@@ -287,9 +287,11 @@ def test_crash_after_job_creation_resumes_same_job(tmp_path, root, params, gemin
         cmd = [sys.executable, "-m", "specdraft.stages.cot", *COT_ARGS]
         fake.hold.clear()  # jobs stay RUNNING
         proc = subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        assert fake.created.wait(60), proc.communicate()[0]
+        if not fake.created.wait(60):  # kill it before reading its output: the stage would keep polling
+            proc.kill()
+            pytest.fail(f"the stage created no batch job in 60 s:\n{proc.communicate(timeout=30)[0].decode()}")
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=60)
         assert not (ws / "data/teacher/cot/gsm8k.jsonl").exists()
         fake.hold.set()
         done = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True, timeout=120)

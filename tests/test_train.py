@@ -86,8 +86,9 @@ class _StopAt:
         self.callback = Stop()
 
 
-def _interrupted(model, rows, prompts, cfg, ck, step):
-    """The first `step` steps of train_and_save's run with `cfg` (its checkpoints and its run record)."""
+def _interrupted(model, rows, prompts, cfg, ck, step, live=None):
+    """The first `step` steps of train_and_save's run with `cfg` (its checkpoints, its run
+    record, and its curves in `live` when given)."""
     import json
 
     from specdraft.train.sft import RUN_FILE, run_fingerprint, training_args
@@ -97,7 +98,7 @@ def _interrupted(model, rows, prompts, cfg, ck, step):
     args = training_args(cfg, ck, bool(val))
     ck.mkdir(parents=True, exist_ok=True)
     (ck / RUN_FILE).write_text(json.dumps(run_fingerprint(cfg, ex, model, args.world_size), sort_keys=True))
-    tr = make_trainer(model, train, val, cfg, ck, None, args)
+    tr = make_trainer(model, train, val, cfg, ck, live, args)
     tr.add_callback(_StopAt(step).callback)
     tr.train()
 
@@ -149,7 +150,7 @@ def test_the_merge_reloads_the_base_unquantised(tiny_models, local_prompts, tmp_
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from specdraft.train.sft import save_trained
+    from specdraft.train.finish import save_trained
 
     base = AutoModelForCausalLM.from_pretrained(tiny_models / "target", dtype=torch.float32)
     peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
@@ -316,3 +317,122 @@ def test_kd_draft_moves_toward_the_target_distribution(tiny_models, local_prompt
     after_sft = _kl_to_teacher(tmp_path / "sft", target, rows, prompts)
     assert after_kd < 0.7 * before, (before, after_kd)
     assert after_kd < after_sft, (after_kd, after_sft)
+
+
+def _curve_steps(live, name="loss"):
+    return [int(x.split("\t")[0]) for x in (live / "plots/metrics" / f"{name}.tsv").read_text().splitlines()[1:]]
+
+
+def test_a_resume_after_a_late_crash_logs_each_step_once(tiny_models, local_prompts, tmp_path):
+    """The crash lands 3 steps past the last checkpoint (steps 5-7 logged, checkpoint at 4):
+    the resumed run cuts the curves back to step 4 and logs 5-8 again, so every curve has
+    one row per step (x = the trainer's global step)."""
+    prompts, _ = local_prompts
+    rows = _rows(local_prompts, 8)
+    cfg = dataclasses.replace(CFG, epochs=2, save_steps=4, method="full", batch_size=2)
+    model, ck, live = tiny_models / "draft", tmp_path / "ck", tmp_path / "live"
+    _interrupted(model, rows, prompts, cfg, ck, 7, live)
+    assert sorted(p.name for p in ck.glob("checkpoint-*")) == ["checkpoint-4"]
+    assert _curve_steps(live) == [1, 2, 3, 4, 5, 6, 7]  # logged past the checkpoint, as a crash leaves them
+    m = train_and_save(model, rows, prompts, "cot", "response", cfg, tmp_path / "out", ck, live)
+    assert m["resumed"] is True and m["steps"] == 8
+    assert _curve_steps(live) == list(range(1, 9))
+    for tsv in (live / "plots/metrics").rglob("*.tsv"):  # every curve, the epoch and summary rows too
+        steps = [int(x.split("\t")[0]) for x in tsv.read_text().splitlines()[1:]]
+        assert steps == sorted(set(steps)), (tsv, steps)
+
+
+def test_cut_back_curves_keeps_rows_up_to_the_step(tmp_path):
+    from specdraft.train.checkpoints import cut_back_curves
+
+    d = tmp_path / "plots/metrics/eval"
+    d.mkdir(parents=True)
+    (tmp_path / "plots/metrics/loss.tsv").write_text("step\tloss\n" + "".join(f"{i}\t0.{i}\n" for i in range(1, 11)))
+    (d / "loss.tsv").write_text("step\tloss\n5\t0.5\n10\t0.4\n6\t")  # a row torn by the crash
+    assert cut_back_curves(tmp_path, 6) == 6
+    assert _curve_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
+    assert (d / "loss.tsv").read_text() == "step\tloss\n5\t0.5\n"
+
+
+def test_changing_the_kd_teachers_weights_invalidates_a_resume(tiny_models, local_prompts, tmp_path, caplog):
+    """Same architecture, same file sizes, other weights (a retrained target): the KD
+    draft's checkpoint was made against another teacher and is not resumed."""
+    import json
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from specdraft.train.checkpoints import RUN_FILE, resume_point, run_fingerprint
+
+    prompts, _ = local_prompts
+    ex = build_examples(_rows(local_prompts, 4), prompts, "cot", "response")
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_models / "target", teacher)
+    kd = {"kd": {"beta": 0.0, "temperature": 1.0}}
+    fp = run_fingerprint(CFG, ex, tiny_models / "draft", 1, teacher, kd)
+    ck = tmp_path / "ck"
+    (ck / "checkpoint-2").mkdir(parents=True)
+    (ck / RUN_FILE).write_text(json.dumps(fp, sort_keys=True))
+    assert resume_point(ck, run_fingerprint(CFG, ex, tiny_models / "draft", 1, teacher, kd)) == str(ck / "checkpoint-2")
+
+    sizes = {p.name: p.stat().st_size for p in teacher.iterdir()}
+    m = AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.float32)
+    with torch.no_grad():
+        m.lm_head.weight[0, 0] += 1.0
+    m.save_pretrained(teacher)
+    assert {p.name: p.stat().st_size for p in teacher.iterdir()} == sizes  # what a size check would see
+    with caplog.at_level("WARNING", logger="sft"):
+        assert resume_point(ck, run_fingerprint(CFG, ex, tiny_models / "draft", 1, teacher, kd)) is None
+    assert "other teacher; training starts over" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["NO", "MULTI_CPU", "MULTI_GPU", "FSDP", "DEEPSPEED"])
+def test_what_runs_where_under_each_distributed_type(kind):
+    """Merging and the held-out acceptance leave a sharded (FSDP, DeepSpeed) training process
+    for a fresh one; the KD teacher is refused there, with the launcher to use instead."""
+    from accelerate.utils import DistributedType
+
+    from specdraft.train.launch import check_kd_teacher, post_training_in_fresh_process
+
+    t = DistributedType[kind]
+    sharded = kind in ("FSDP", "DEEPSPEED")
+    assert post_training_in_fresh_process(t) is sharded
+    if sharded:
+        with pytest.raises(InputError, match=f"train_draft_kd under {kind}.*conf/accelerate/ddp.yaml"):
+            check_kd_teacher(t)
+    else:
+        check_kd_teacher(t)
+
+
+def test_a_fresh_post_training_process_equals_the_training_process(tiny_models, local_prompts, tmp_path,
+                                                                   monkeypatch):
+    """The finish job (merge an adapter, then the draft's held-out acceptance) gives the same
+    model and figures in a fresh process as in this one; the fresh one starts without the
+    launch environment (a ZeRO-3 rank's variables set here)."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from specdraft.train.finish import Finish, HeldOut, run
+    from specdraft.train.launch import clean_env
+    from specdraft.train.sft import _as_mapping
+
+    prompts, _ = local_prompts
+    base = AutoModelForCausalLM.from_pretrained(tiny_models / "draft", dtype=torch.float32)
+    get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                    init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
+    held = HeldOut(rows=_rows(local_prompts, 6), prompts=_as_mapping(prompts), style="cot", val_share=0.5, seed=0,
+                   target=str(tiny_models / "target"), untrained=str(tiny_models / "draft"), k=3)
+    got = {}
+    for fresh in (False, True):
+        job = Finish(base=str(tiny_models / "draft"), trained=str(tmp_path / "adapter"), out=str(tmp_path / f"out-{fresh}"),
+                     method="lora", bf16=False, load_in_4bit=False, device="cpu", held_out=held)
+        for k, v in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "ACCELERATE_USE_DEEPSPEED": "true"}.items():
+            monkeypatch.setenv(k, v)
+        got[fresh] = run(job, fresh_process=fresh)
+    assert got[True] == got[False] and got[True]["acceptance_rows"] == 3 and got[True]["acceptance_device"] == "cpu"
+    a, b = load_file(tmp_path / "out-False/model.safetensors"), load_file(tmp_path / "out-True/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    import os
+
+    assert not {"WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_DEEPSPEED"} & set(clean_env(dict(os.environ)))

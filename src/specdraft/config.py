@@ -269,6 +269,8 @@ class RuntimeConfig:
     local profile measures both cores against one in conf/profile/local.yaml)."""
 
     threads: int = setting(1, ge=1)
+    # auto: CUDA when torch finds a GPU, else the CPU (specdraft.device: what applies where)
+    device: str = setting("auto", choices=("auto", "cpu", "cuda"))
 
 
 def apply_runtime(rt: RuntimeConfig) -> int:

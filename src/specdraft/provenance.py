@@ -30,3 +30,43 @@ def model_spec(folder: str | Path) -> str | None:
     while "base" in p:
         p = p["base"]
     return p.get("spec")
+
+
+HASH_CACHE = Path(".specdraft/hashes.json")  # scratch: outside DVC's outputs, per checkout
+
+
+def content_hash(folder: str | Path, cache: Path | None = HASH_CACHE) -> str:
+    """sha256 over a model folder's file names and bytes (weights, config, `specdraft.json`).
+
+    Why content and not sizes: a retrain of the same architecture (another KD teacher, a
+    re-pinned base of the same shape) has files of the same sizes, and a resume fingerprint
+    built from sizes would accept a checkpoint made against other weights. Hashing a 14B
+    model's 28 GB takes tens of seconds, so each file's digest is remembered in `cache`
+    (keyed by path, size, inode and mtime) and computed again only when the file changes."""
+    import hashlib
+
+    folder = Path(folder)
+    known: dict[str, Any] = {}
+    if cache is not None and cache.is_file():
+        try:
+            known = json.loads(cache.read_text())
+        except ValueError:  # a torn cache costs a re-hash, nothing else
+            known = {}
+    h = hashlib.sha256()
+    changed = False
+    for p in sorted(x for x in folder.rglob("*") if x.is_file()):
+        st = p.stat()
+        key = f"{p.resolve()}|{st.st_size}|{st.st_ino}|{st.st_mtime_ns}"
+        digest = known.get(key)
+        if digest is None:
+            with open(p, "rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            known[key] = digest
+            changed = True
+        h.update(f"{p.relative_to(folder).as_posix()}\0{digest}\n".encode())
+    if cache is not None and changed:
+        from specdraft.io import write_json
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache, known)
+    return h.hexdigest()

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from specdraft.answers import PATH_NONE
 from specdraft.config import setting
+from specdraft.device import Plan, find_device
 from specdraft.evaluate.stats import (
     acceptance_stats,
     alpha_from_acceptance,
@@ -338,35 +339,34 @@ def resolve_drafts(variants: dict[str, Variant], folders: dict[str, Path | None]
     return drafts
 
 
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, Path], rows: list[dict[str, Any]],
              prompts: PromptsConfig, gen: GenerationConfig, cfg: EvalConfig,
              draft_data: tuple[list[str], list[str]] | None, files: PassFiles, preds_dir: Path,
-             metrics_dir: Path) -> dict[str, dict[str, Any]]:
+             metrics_dir: Path, plan: Plan | None = None) -> dict[str, dict[str, Any]]:
     """The evaluate stages' work: every configuration of one target (`style` None: the
     untrained target, configuration `base`, prompted with eval.base_style), its
     predictions to preds_dir/<config>.jsonl and metrics to metrics_dir/<config>.json.
-    Returns the metrics by configuration."""
+    `plan`: the settings as they apply on the stage's device (specdraft.device.resolve;
+    `gen` is then the settings as written); without one, `gen` is used as it is on the
+    device torch finds. Returns the metrics by configuration."""
+    if plan is None:
+        plan = Plan(device=find_device("auto"), generation=gen, applied={}, not_applied={})
+    setting, gen = gen, plan.generation
     name = style or "base"
     style = style or cfg.base_style
     swept = [v for v in drafts if cfg.variants[v].draft != "base"]
     # (the sweep settings are read only with a trained draft: dvc.yaml declares what is read)
     sweep = (swept, cfg.sweep_k, cfg.sweep_prompts) if swept else ([], [], 0)
-    with make_engine(target, drafts or None, gen, draft_data) as engine:
+    with make_engine(target, drafts or None, gen, draft_data, device=plan.device) as engine:
         preds = evaluate_target(engine, rows, style, prompts, list(drafts), cfg.timed_prompts if drafts else 0,
                                 files, sweep)
     starts, counters = getattr(engine, "starts", 1), getattr(engine, "counters", {})  # vLLM's, once closed
     hf = gen.engine == "hf"
     common = {"style": style, "target": str(target), "target_model": model_spec(target), "engine": gen.engine,
-              "device": _device(), "dtype": gen.dtype, "max_new_tokens": gen.max_new_tokens, "engine_starts": starts}
-    if hf:  # the kernels in use (`auto`: chosen at engine start, with both paths' timings)
+              **plan.record(), "dtype": gen.dtype, "max_new_tokens": gen.max_new_tokens, "engine_starts": starts}
+    if hf:  # the kernel path in use (`auto`: the kernels stage's decision for the whole run)
         common.update({"cpu_kernels": getattr(engine, "cpu_kernels", gen.cpu_kernels),
-                       "cpu_kernels_setting": gen.cpu_kernels, "kernel_probe": getattr(engine, "kernel_probe", None),
+                       "cpu_kernels_setting": setting.cpu_kernels,
                        "decode_loop": gen.decode_loop if drafts else None})
     out = {name: {"config": name, **common, "draft": None, **plain_metrics(preds["plain"])}}
     for v, d in drafts.items():

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from specdraft.config import setting
+from specdraft.device import ATTENTION
 from specdraft.generate.models import DTYPES
 from specdraft.io import InputError
 
@@ -48,12 +49,15 @@ class GenerationConfig:
     decode_loop: str = setting("specdraft", choices=LOOPS)
     # hf engine on a CPU: `onednn` packs fp32 linear weights once for oneDNN
     # (specdraft.generate.cpu_kernels); `default` is torch's own path; `auto` times both on
-    # the target at engine start and keeps the faster (recorded in the metrics). Ignored on a GPU.
+    # the target once per run (the kernels stage) and keeps the faster by a margin. Not applied on a GPU.
     cpu_kernels: str = setting("default", choices=KERNELS)
     # The draft only (specdraft.generate.draft): dynamic int8 weights (CPU), and a head over
     # the draft_vocab most frequent tokens of its training data (0: the full vocabulary).
     draft_quant: str = setting("none", choices=QUANT)
     draft_vocab: int = setting(0, ge=0)
+    # hf engine: transformers' attention; `auto`: flash attention on CUDA where the package
+    # and dtype allow, else SDPA (specdraft.device.resolve applies it per device)
+    attn_implementation: str = setting("auto", choices=ATTENTION)
     vllm: VLLMSettings = dataclasses.field(default_factory=VLLMSettings)
 
 

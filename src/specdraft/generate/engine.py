@@ -49,14 +49,15 @@ def engine_python(cfg: GenerationConfig) -> str | None:
 
 
 def make_engine(target_dir: str | Path, drafts: str | Path | dict[str, Path] | None, cfg: GenerationConfig,
-                draft_data: tuple[Sequence[str], Sequence[str]] | None = None) -> Engine:
+                draft_data: tuple[Sequence[str], Sequence[str]] | None = None, device: str | None = None) -> Engine:
     """The engine cfg.engine names, with `drafts` (one folder, named "draft", or {name:
     folder}) for speculative decoding. Use it as a context manager: leaving it releases the
-    models' memory."""
+    models' memory. `cfg` as specdraft.device.resolve applied it for `device` (None: what
+    torch finds)."""
     if cfg.engine == "hf":
         from specdraft.generate.hf_engine import HFEngine
 
-        return HFEngine(target_dir, drafts, cfg, draft_data=draft_data)
+        return HFEngine(target_dir, drafts, cfg, device=device, draft_data=draft_data)
     from specdraft.generate.vllm_engine import VLLMEngine  # cfg.engine's choices are checked where it is built
 
     return VLLMEngine(target_dir, drafts, cfg)

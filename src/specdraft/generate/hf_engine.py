@@ -97,12 +97,14 @@ class HFEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(target_dir, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=dt).to(self.device).eval()
+        # attention as specdraft.device.resolve applied it (auto: transformers' default)
+        attn = {} if cfg.attn_implementation == "auto" else {"attn_implementation": cfg.attn_implementation}
+        self.model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=dt, **attn).to(self.device).eval()
         greedy(self.model)
         self.eos = eos_ids(self.model, self.tokenizer)
         self.vocab_size = self.model.get_output_embeddings().out_features
         self.kernel_probe: dict[str, Any] | None = None  # cpu_kernels: auto's timings and choice
-        if self.cpu_kernels == "auto":
+        if self.cpu_kernels == "auto":  # an engine built by hand (the pipeline decides in its kernels stage)
             from specdraft.generate.cpu_kernels import choose_kernels
 
             # the shapes this engine will run: a decode step, and a verify (drafts) or a
@@ -125,7 +127,7 @@ class HFEngine:
             self.draft_subset = d.vocab_subset(self.tokenizer, ranking, self.cfg.draft_vocab, self.vocab_size)
         for name, path in dirs.items():
             check_tokenizers(self.tokenizer, AutoTokenizer.from_pretrained(path))
-            draft = AutoModelForCausalLM.from_pretrained(path, dtype=dt).to(self.device).eval()
+            draft = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **attn).to(self.device).eval()
             greedy(draft)
             gc = draft.generation_config
             gc.num_assistant_tokens = cfg.num_speculative_tokens
@@ -155,7 +157,7 @@ class HFEngine:
         specdraft.generate.draft); the target is never changed by these."""
         from specdraft.generate import draft as d
 
-        if self.cfg.draft_quant == "int8" and self.device != "cpu":
+        if self.cfg.draft_quant == "int8" and self.device != "cpu":  # stages resolve it first (specdraft.device)
             raise InputError("generation.draft_quant: int8 is a CPU path (torch dynamic quantisation); use none")
         return d.cheapen(draft, self.draft_subset, self.cfg.draft_quant, self.cpu_kernels)
 

@@ -3,7 +3,7 @@
 Rows are appended to a partial file outside DVC's outputs (DVC deletes outputs before a
 stage runs) as soon as each is computed; a rerun after a crash skips the ids already
 there. The partial file starts with a fingerprint of everything that determines the rows
-(model files, prompts, generation settings), so a stale partial from other settings is
+(model contents, prompts, generation settings, the kernel path), so a stale partial from other settings is
 discarded rather than mixed in. The finished rows are written to the real output
 atomically and the partial file is removed.
 """
@@ -22,17 +22,13 @@ from specdraft.io import JsonlAppender, read_jsonl
 log = logging.getLogger("resume")
 
 
-def model_fingerprint(*dirs: str | Path | None) -> list[list[Any]]:
-    """Names, sizes and mtimes of the weight files: changes when a model is rebuilt."""
-    out = []
-    for d in dirs:
-        if d is None:
-            continue
-        for p in sorted(Path(d).glob("*")):
-            if p.is_file():
-                st = p.stat()
-                out.append([str(p), st.st_size, int(st.st_mtime)])
-    return out
+def model_fingerprint(*dirs: str | Path | None) -> list[str]:
+    """Content hashes of the model folders (specdraft.provenance.content_hash): changes
+    when a model's weights change, even to the same sizes, and not when a checkout only
+    touches their modification times."""
+    from specdraft.provenance import content_hash
+
+    return [content_hash(d) for d in dirs if d is not None]
 
 
 def fingerprint(obj: Any) -> str:

@@ -63,7 +63,9 @@ def drafts_table(ev: dict[str, Any]) -> list[str]:
     if not spec:
         return []
     k = ev[spec[0]]["num_speculative_tokens"]
-    lines = [f"Drafts at k = {k} (acceptance simulated exactly on every question; per-position: the share of "
+    source = ("simulated exactly on every question" if str(ev[spec[0]].get("acceptance_source", "")).startswith(
+        "simulated") else f"counted by the {ev[spec[0]].get('engine', '?')} engine while decoding every question")
+    lines = [f"Drafts at k = {k} (acceptance {source}; per-position: the share of "
              "drafts whose first i tokens were all accepted):", "",
              "| config | acceptance rate | mean accepted length | per position | nothing accepted | speedup |",
              "|---|---|---|---|---|---|"]
@@ -205,7 +207,7 @@ def _how_measured(m: dict[str, Any]) -> list[str]:
                f"questions at batch 1, plain and speculative alternating per prompt, where the engine's own counts "
                f"are checked against the simulation. Decoding: {m.get('decode_loop')} loop, "
                f"{m.get('cpu_kernels', 'default')} kernels"
-               + (" (cpu_kernels auto: picked at engine start by timing both paths on the target)"
+               + (" (cpu_kernels auto: decided once for the whole run by the kernels stage, metrics/kernels.json)"
                   if m.get("cpu_kernels_setting") == "auto" else "")
                + f", draft weights {m.get('draft_quant', 'none')}, draft head "
                f"over " + (f"{m['draft_vocab']} tokens." if m.get("draft_vocab") else "the full vocabulary."))
@@ -217,6 +219,9 @@ def _how_measured(m: dict[str, Any]) -> list[str]:
                f"(one engine alive at a time); vLLM does not time the draft, so c, verify cost and Leviathan's "
                f"prediction are not reported.")
     out = [how]
+    if m.get("not_applied"):
+        out.append(f"Settings not applied on {m.get('device', '?').upper()}: " + "; ".join(
+            f"{k} ({why})" for k, why in sorted(m["not_applied"].items())) + ".")
     if m.get("device") == "cpu":
         out.append(f"Timings come from a CPU run ({m.get('engine')} engine, one request at a time for latency): they "
                    f"compare speculative with plain decoding of the same engine on the same prompts and say nothing "

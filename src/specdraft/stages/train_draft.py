@@ -21,12 +21,11 @@ import logging
 from pathlib import Path
 
 from specdraft.config import RuntimeConfig, apply_runtime, get, load_params, section
-from specdraft.io import read_json, read_jsonl, write_json
+from specdraft.io import read_jsonl
 from specdraft.prompts import PromptsConfig
 from specdraft.schema import check_all
 from specdraft.stages._cli import run
 from specdraft.stages._models import CKPT, add_name_args, run_name
-from specdraft.train.acceptance import held_out_acceptance
 from specdraft.train.sft import KDSettings, TrainConfig, train_and_save
 
 log = logging.getLogger("train_draft")
@@ -49,13 +48,13 @@ def main(args: argparse.Namespace) -> None:
         check_tokenizers(AutoTokenizer.from_pretrained(args.target), AutoTokenizer.from_pretrained(args.base))
     rows = read_jsonl(args.data, ["id", "question", "response"])
     name = run_name(args)
+    # the held-out acceptance is measured after training, on the training device
+    # (specdraft.train.finish: in a fresh process under FSDP / DeepSpeed)
     m = train_and_save(args.base, rows, prompts, args.style, "response", cfg, args.out,
-                       CKPT / ("draft" if kd is None else "draft-kd") / name, args.live, teacher_dir=args.target, kd=kd)
+                       CKPT / ("draft" if kd is None else "draft-kd") / name, args.live, teacher_dir=args.target, kd=kd,
+                       acceptance_k=k)
     if m is None:  # another rank of a multi-process run: the main process writes
         return
-    m.update(held_out_acceptance(rows, prompts, args.style, cfg, args.target, args.out, args.base, k))
-    metrics_path = args.live / "metrics.json"
-    write_json(metrics_path, {**read_json(metrics_path), **m})
     log.info("%s (%s): loss %.3f -> %.3f; acceptance %.3f (untrained %.3f) at k=%d", name, args.objective,
              m["train_loss_first"],
              m["train_loss_last"], m["acceptance_trained"], m["acceptance_untrained"], k)

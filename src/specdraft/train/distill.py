@@ -28,12 +28,14 @@ class DistillConfig:
 
 
 def distill(target_dir: Path, rows: list[dict[str, Any]], style: str, prompts: PromptsConfig,
-            gen: GenerationConfig, cfg: DistillConfig, resume: Resumable) -> tuple[list[dict], dict[str, Any]]:
+            gen: GenerationConfig, cfg: DistillConfig, resume: Resumable,
+            device: str | None = None) -> tuple[list[dict], dict[str, Any]]:
     """The target's greedy answers to `rows` (the evaluation's batched pass), as training
-    rows for the draft (`response`), and their accuracy and lengths."""
+    rows for the draft (`response`), and their accuracy and lengths. `gen` as
+    specdraft.device.resolve applied it on `device` (None: what torch finds)."""
     todo = [r for r in rows if r["id"] not in resume.done]
     if todo:
-        with make_engine(target_dir, None, gen) as engine:
+        with make_engine(target_dir, None, gen, device=device) as engine:
             texts = {r["id"]: engine.render(messages(prompts, style, r["question"])) for r in rows}
             batched_answers(engine, rows, texts, resume, f"distill {target_dir.name}")
     done = [{"id": r["id"], "question": r["question"], **{k: v for k, v in resume.done[r["id"]].items()
@@ -45,7 +47,7 @@ def distill(target_dir: Path, rows: list[dict[str, Any]], style: str, prompts: P
     empty = [r for r in done if not r["response"].strip()]
     kept = [r for r in done if r["response"].strip() and (cfg.keep == "all" or r["correct"])]
     toks = [r["output_tokens"] for r in done]
-    metrics = {"n": len(done), "kept": len(kept), "keep": cfg.keep, "empty": len(empty),
+    metrics = {"cpu_kernels": gen.cpu_kernels, "n": len(done), "kept": len(kept), "keep": cfg.keep, "empty": len(empty),
                "accuracy": sum(r["correct"] for r in done) / len(done),
                "mean_output_tokens": statistics.fmean(toks), "median_output_tokens": statistics.median(toks),
                "truncation_rate": sum(r["truncated"] for r in done) / len(done),

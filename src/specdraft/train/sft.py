@@ -2,56 +2,58 @@
 
 A draft has two objectives: `sft`, cross-entropy on the target's greedy answers
 (sequence-level distillation), and `kd`, the divergence from the trained target's own
-token distribution at every answer position (DistillSpec, Zhou et al. 2023; the
-supervised half of TRL's GKD with its `beta` between forward and reverse KL). The KD
-loss is computed here, on the positions the SFT loss uses, with the target frozen beside
-the draft: TRL's GKDTrainer also scores prompt positions and generates on-policy samples
-at every step, both of which cost more on this CPU than the draft's training itself.
+token distribution at every answer position (DistillSpec, Zhou et al. 2023): a linear mix
+(1 - beta) forward KL + beta reverse KL, which equals TRL's GKD loss at beta 0 and 1 only
+(GKD mixes through the generalised Jensen-Shannon divergence). The KD loss is computed
+here, on the positions the SFT loss uses, with the target frozen beside the draft: TRL's
+GKDTrainer also scores prompt positions and generates on-policy samples at every step,
+both of which cost more on this CPU than the draft's training itself.
 
 Examples are prompt/completion conversations built with specdraft.prompts.messages, the
 same function evaluation uses, so the trained prompt is byte-identical to the evaluated
 one (a test checks it); loss is on the completion only. Training curves go through
-dvclive into metrics/train/<role>/<scenario>-<style>/ (declared as DVC plots), final losses
-into its metrics.json (declared as DVC metrics).
+dvclive into metrics/train/<role>/<scenario>-<style>/ (declared as DVC plots; x = the
+trainer's global step), final losses into its metrics.json (declared as DVC metrics).
 
 Paper scale, as open-r1 and TRL do it:
 - the trainer's arguments come first (they join the process group and set up FSDP /
   ZeRO-3), then TRL loads the model from its folder (`model_init_kwargs`), so sharded
   loading applies and no rank holds the whole 14B model unless it should;
 - every rank saves (`trainer.save_model()`: the full state dict gathered under FSDP or
-  ZeRO-3, the adapter for LoRA), and one process afterwards merges an adapter into the base
-  reloaded unquantised (bf16 or fp32), for LoRA and QLoRA alike: the saved model is never a
-  4-bit one;
+  ZeRO-3, the adapter for LoRA); the main process then merges and measures
+  (specdraft.train.finish), in a fresh process under FSDP and DeepSpeed;
 - full fine-tuning keeps fp32 master weights (bf16 is autocast): AdamW's small updates at
   the draft's learning rate vanish in bf16 weights;
-- plain `python` with several GPUs visible is refused (the Trainer would silently wrap the
-  model in nn.DataParallel, which splits the loss's index tensor across GPUs), and so is an
-  accelerate config whose FSDP or DeepSpeed accelerate did not turn on (on CPU processes it
-  silently trains plain data parallel instead).
+- launch checks (specdraft.train.launch) refuse set-ups that would silently train wrong.
 
-Checkpoints live outside DVC's outputs (DVC deletes outputs before a stage runs), so an
-interrupted training resumes from its last checkpoint when the stage runs again, but only
-when the checkpoint was made with the same settings, data, base model and number of
-processes (a fingerprint written beside it); otherwise it starts over and says why. The
-merged model is written to a temporary folder and renamed into place.
+An interrupted training resumes from its last checkpoint when it was made with the same
+settings, data and models (specdraft.train.checkpoints), its curves cut back to that
+checkpoint's step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from specdraft.config import setting
-from specdraft.io import InputError, atomic_dir, write_json
-from specdraft.prompts import PromptsConfig, completion_example, messages
-from specdraft.provenance import read_provenance, write_provenance
+from specdraft.io import InputError, write_json
+from specdraft.prompts import PromptsConfig
+from specdraft.train.checkpoints import RUN_FILE, checkpoint_step, cut_back_curves, resume_point, run_fingerprint
+from specdraft.train.examples import build_examples, check_lengths, split
+from specdraft.train.finish import Finish, HeldOut
+from specdraft.train.finish import run as run_finish
+from specdraft.train.launch import (
+    check_distributed,
+    check_kd_teacher,
+    check_launcher,
+    post_training_in_fresh_process,
+)
 
 log = logging.getLogger("sft")
 
@@ -123,43 +125,6 @@ class TrainConfig:
     threads: int | None = setting(None, ge=1)
 
 
-def build_examples(rows: list[dict[str, Any]], prompts: PromptsConfig, style: str, text_field: str) -> list[dict]:
-    """Prompt/completion conversations: system + question -> the response to imitate."""
-    out = []
-    for r in rows:
-        text = str(r.get(text_field, "")).strip()
-        if not text:
-            raise InputError(f"training row {r.get('id')!r}: empty field {text_field!r}")
-        out.append(completion_example(messages(prompts, style, r["question"]), text))
-    return out
-
-
-def split(examples: list[dict], val_share: float, seed: int) -> tuple[list[dict], list[dict]]:
-    import random
-
-    idx = list(range(len(examples)))
-    random.Random(seed).shuffle(idx)
-    n_val = int(round(len(examples) * val_share)) if val_share > 0 else 0
-    n_val = min(max(n_val, 1 if val_share > 0 and len(examples) > 1 else 0), len(examples) - 1)
-    val = [examples[i] for i in sorted(idx[:n_val])]
-    train = [examples[i] for i in sorted(idx[n_val:])]
-    return train, val
-
-
-def check_lengths(tok: Any, examples: list[dict], max_length: int) -> None:
-    """Refuse rows longer than max_length: the trainer would cut them, losing the answer
-    and its end-of-turn token. (The teacher stages reject such target rows with a reason;
-    a draft's rows are the target's answers, bounded by generation.max_new_tokens.)"""
-    from specdraft.prompts import training_length
-
-    lengths = [training_length(tok, e["prompt"], e["completion"][0]["content"]) for e in examples]
-    over = [n for n in lengths if n > max_length]
-    if over:
-        raise InputError(f"{len(over)} of {len(lengths)} training rows are longer than max_length {max_length} "
-                         f"tokens (longest {max(over)}): training would cut their answers; raise max_length (the "
-                         "draft's rows need the longest prompt + generation.max_new_tokens)")
-
-
 def _trainer_class():
     import torch
     import torch.nn.functional as F
@@ -215,33 +180,22 @@ def _trainer_class():
     return CompletionSFTTrainer, DistributionKDTrainer
 
 
-def check_launcher() -> None:
-    """Refuse several visible GPUs under a plain `python` launcher (see the module docstring).
-    A process started by accelerate or torchrun has WORLD_SIZE set."""
-    import torch
+def _as_mapping(prompts: PromptsConfig) -> dict[str, Any]:
+    """The prompts as plain data for a finish job (read untraced: the stage read them;
+    not dataclasses.asdict, which cannot rebuild the traced mappings)."""
+    from specdraft.config import untraced
 
-    n = torch.cuda.device_count()
-    if n > 1 and "WORLD_SIZE" not in os.environ:
-        raise InputError(f"{n} GPUs are visible but the stage was started by plain python: the Trainer would wrap the "
-                         "model in torch.nn.DataParallel, which splits the loss's index tensor across GPUs. Set "
-                         "train_target.launcher / train_draft.launcher to 'accelerate launch --config_file "
-                         "conf/accelerate/ddp.yaml' (or fsdp.yaml, zero3.yaml), or CUDA_VISIBLE_DEVICES to one GPU")
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in dict.items(v)}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        return v
 
-
-def check_distributed(args: Any) -> None:
-    """Refuse an accelerate config whose FSDP or DeepSpeed accelerate did not turn on.
-    Measured with accelerate 1.15: with CPU ranks (`use_cpu: true`, gloo) it runs plain data
-    parallel and ignores both (state.py enables FSDP only from GPU-type process groups and
-    DeepSpeed only off the CPU), so a run asked to shard would silently not shard."""
-    from accelerate.utils import DistributedType
-
-    asked = [name for name, env in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
-             if os.environ.get(env, "").lower() == "true"]
-    got = args.distributed_state.distributed_type
-    if asked and got not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        raise InputError(f"the accelerate config asks for {asked[0]}, but accelerate runs {got.value}: it uses FSDP and "
-                         "DeepSpeed only on GPUs and otherwise trains plain data parallel without sharding; on CPU "
-                         "processes use conf/accelerate/cpu_ddp.yaml")
+    with untraced():
+        return plain(prompts)
 
 
 def weights_dtype(cfg: TrainConfig) -> str:
@@ -266,6 +220,25 @@ def training_args(cfg: TrainConfig, ckpt_dir: Path, has_val: bool):
         eval_strategy="epoch" if has_val else "no", save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=1, report_to="none", dataloader_num_workers=0, disable_tqdm=False,
         model_init_kwargs={"dtype": weights_dtype(cfg)})
+
+
+def _step_curves_callback():
+    from transformers.integrations import DVCLiveCallback
+
+    class StepCurves(DVCLiveCallback):
+        """dvclive's callback with x = the trainer's global step instead of a count of log
+        calls: a resumed run then continues the curve at the checkpoint's step (after
+        `cut_back_curves`), and an evaluation at the end of an epoch lands on the step it
+        followed instead of taking a step of its own."""
+
+        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+            if state.is_world_process_zero and self.live is not None:
+                self.live.step = state.global_step
+            if logs is not None and "loss" not in logs:  # one epoch row per step: the training log's
+                logs = {k: v for k, v in logs.items() if k != "epoch"}
+            super().on_log(args, state, control, model=model, logs=logs, **kwargs)
+
+    return StepCurves
 
 
 def make_trainer(model_dir: str | Path, train: list[dict], val: list[dict], cfg: TrainConfig, ckpt_dir: Path,
@@ -300,13 +273,12 @@ def make_trainer(model_dir: str | Path, train: list[dict], val: list[dict], cfg:
     # only the main one writes curves.
     if live_dir is not None and args.process_index == 0:
         from dvclive import Live
-        from transformers.integrations import DVCLiveCallback
 
         if live_dir.exists() and not resume:
             shutil.rmtree(live_dir)  # a fresh run: drop curves of an older one
         # dvcyaml=None: plots are declared in dvc.yaml by hand (Live would rewrite it).
         live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume)
-        callbacks.append(DVCLiveCallback(live=live))
+        callbacks.append(_step_curves_callback()(live=live))
     sft_cls, kd_cls = _trainer_class()
     common = dict(model=str(model_dir), args=args, train_dataset=Dataset.from_list(train),
                   eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
@@ -320,56 +292,19 @@ def make_trainer(model_dir: str | Path, train: list[dict], val: list[dict], cfg:
     return kd_cls(**common, teacher=teacher, kd=kd)
 
 
-RUN_FILE = "specdraft-run.json"  # beside the checkpoints: what they were trained with
-
-
-def run_fingerprint(cfg: TrainConfig, examples: list[dict], model_dir: str | Path, world_size: int,
-                    extra: dict | None = None) -> dict:
-    """What a checkpoint must have been made with to be resumed: the settings that change
-    training (not how often it logs or saves, nor the thread count), the training data, the
-    base model's files and the number of processes (which shards the data)."""
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items()
-                if k not in ("logging_steps", "save_steps", "threads", "launcher")}
-    folder = Path(model_dir)
-    model = {p.name: p.stat().st_size for p in sorted(folder.glob("*")) if p.is_file()}
-    config = folder / "config.json"
-    if extra:
-        settings.update(extra)
-    return {"settings": settings, "world_size": world_size, "model_files": model,
-            "model_config": hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None,
-            "data": hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest()}
-
-
-def resume_point(ckpt_dir: Path, fingerprint: dict) -> str | None:
-    """The last checkpoint in ckpt_dir if it was made with `fingerprint`, else None; a
-    checkpoint made otherwise is named with what changed (it is removed by `prepare_run`)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    if last is None:
-        return None
-    f = ckpt_dir / RUN_FILE
-    saved = json.loads(f.read_text()) if f.is_file() else {}
-    if saved == fingerprint:
-        return last
-    changed = sorted(k for k in {**saved.get("settings", {}), **fingerprint["settings"]}
-                     if saved.get("settings", {}).get(k) != fingerprint["settings"].get(k))
-    changed += [k for k in ("world_size", "model_files", "model_config", "data") if saved.get(k) != fingerprint[k]]
-    log.warning("not resuming from %s: it was made with other %s; training starts over", last,
-                ", ".join(changed) or "settings (no record)")
-    return None
-
-
 def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: PromptsConfig, style: str,
                    text_field: str, cfg: TrainConfig, out_dir: Path, ckpt_dir: Path, live_dir: Path,
-                   teacher_dir: Path | None = None, kd: KDSettings | None = None) -> dict | None:
+                   teacher_dir: Path | None = None, kd: KDSettings | None = None,
+                   acceptance_k: int | None = None) -> dict | None:
     """Train, merge (LoRA) and save to out_dir atomically; returns the final metrics.
-    With `kd`: the distribution loss against the model in `teacher_dir` instead of SFT.
+    With `kd`: the distribution loss against the model in `teacher_dir` (the trained
+    target) instead of SFT. With `acceptance_k`: a draft's held-out acceptance at that
+    draft length against the target in `teacher_dir`, in the metrics.
 
     Under a multi-process launcher every rank calls this and trains on its shard of the
     examples (the trainer's distributed sampler) and takes part in saving; only the main
-    process merges and writes the model and metrics and gets them back, the other ranks
-    get None."""
+    process finishes (specdraft.train.finish) and writes the model and metrics and gets
+    them back, the other ranks get None."""
     check_launcher()
     examples = build_examples(rows, prompts, style, text_field)
     if len(examples) < 2:
@@ -378,15 +313,18 @@ def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: P
     args = training_args(cfg, ckpt_dir, bool(val))  # joins the process group
     check_distributed(args)
     state = args.distributed_state
-    extra = None if kd is None else {"kd": dataclasses.asdict(kd), "teacher": run_fingerprint(
-        cfg, [], teacher_dir, 1)["model_files"]}
-    fp = run_fingerprint(cfg, examples, model_dir, args.world_size, extra)
+    if kd is not None:
+        check_kd_teacher(state.distributed_type)  # before anything is loaded
+    fp = run_fingerprint(cfg, examples, model_dir, args.world_size, teacher_dir if kd is not None else None,
+                         None if kd is None else {"kd": dataclasses.asdict(kd)})
     last = resume_point(ckpt_dir, fp)  # every rank decides on the same files...
     state.wait_for_everyone()
     if state.is_main_process and last is None:  # ...before the main process clears a stale run
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         ckpt_dir.mkdir(parents=True)
         (ckpt_dir / RUN_FILE).write_text(json.dumps(fp, sort_keys=True))
+    if state.is_main_process and last is not None and live_dir is not None:
+        cut_back_curves(live_dir, checkpoint_step(last))  # rows logged after the checkpoint: logged again
     state.wait_for_everyone()
     trainer = make_trainer(model_dir, train, val, cfg, ckpt_dir, live_dir, args, resume=last is not None,
                            teacher_dir=teacher_dir, kd=kd)
@@ -400,7 +338,7 @@ def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: P
     metrics = {"train_rows": len(train), "val_rows": len(val), "steps": trainer.state.global_step,
                "epochs": cfg.epochs, "method": cfg.method, "objective": "sft" if kd is None else "kd",
                **({} if kd is None else {"kd_beta": kd.beta, "kd_temperature": kd.temperature}),
-               "resumed": last is not None, "world_size": world,
+               "resumed": last is not None, "world_size": world, "device": str(trainer.args.device),
                "global_batch_size": cfg.batch_size * cfg.grad_accum * world,
                "train_loss_first": train_losses[0] if train_losses else None,
                "train_loss_last": train_losses[-1] if train_losses else None,
@@ -414,38 +352,20 @@ def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: P
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return None
-    save_trained(model_dir, trained, out_dir, cfg)
+    device = trainer.args.device.type
+    del trainer  # its model, optimizer and (GPU) memory, before models are loaded again
+    import gc
+
+    gc.collect()
+    held = None if acceptance_k is None else HeldOut(
+        rows=rows, prompts=_as_mapping(prompts), style=style, val_share=cfg.val_share, seed=cfg.seed,
+        target=str(teacher_dir), untrained=str(model_dir), k=acceptance_k)
+    job = Finish(base=str(model_dir), trained=str(trained), out=str(out_dir), method=cfg.method, bf16=cfg.bf16,
+                 load_in_4bit=cfg.load_in_4bit, device=device, held_out=held)
+    fresh = post_training_in_fresh_process(state.distributed_type)
+    metrics.update(run_finish(job, fresh_process=fresh))
+    metrics["post_training"] = "fresh process" if fresh else "training process"
     write_json(live_dir / "metrics.json", metrics)
     (live_dir / "params.yaml").unlink(missing_ok=True)  # Live's dump of TrainingArguments: not ours
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: the next run starts fresh
     return metrics
-
-
-def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, dtype: str) -> Any:
-    """The base model reloaded in `dtype` (never quantised) with the LoRA adapter merged in."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype))
-    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-
-
-def save_trained(base_dir: str | Path, trained: Path, out_dir: Path, cfg: TrainConfig) -> None:
-    """out_dir: the trained model as an ordinary model folder, written atomically; a LoRA
-    (or QLoRA) adapter is merged into the base in bf16 (cfg.bf16) or fp32, and kept beside
-    it in adapter/."""
-    from transformers import AutoTokenizer
-
-    with atomic_dir(out_dir) as tmp:
-        if cfg.method == "lora":
-            merge_adapter(base_dir, trained, "bfloat16" if cfg.bf16 else "float32").save_pretrained(tmp)
-            shutil.copytree(trained, tmp / "adapter")
-        else:
-            for f in trained.iterdir():
-                if f.is_file() and f.name != "training_args.bin":
-                    shutil.copy2(f, tmp / f.name)
-        AutoTokenizer.from_pretrained(base_dir).save_pretrained(tmp)
-        write_provenance(tmp, {"base": read_provenance(base_dir), "method": cfg.method,
-                               "merged_dtype": "bfloat16" if cfg.bf16 and cfg.method == "lora" else "float32",
-                               "quantised_base_in_training": cfg.load_in_4bit})
