@@ -46,7 +46,7 @@ def paper(tmp_path_factory):
 def _check(s: dict, target: str) -> None:
     assert s["returncode"] == 0, (Path(s["data"]), s["stages_missing"])
     assert s["checks"] == {k: True for k in s["checks"]}, s["checks"]
-    assert s["stages_planned"] == 49 and s["stages_missing"] == []
+    assert s["stages_planned"] == 50 and s["stages_missing"] == []
     assert len(s["configs"]) == 27  # 3 base + 6 targets x (plain, sd, sd_kd, sd_untrained)
     for name, c in s["configs"].items():
         assert (c["engine"], c["target_model"], c["dtype"]) == ("vllm", f"hf:{target}", "bfloat16"), name
