@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+
 import pytest
 from scipy import stats
 
@@ -9,11 +12,13 @@ from specdraft.evaluate.compare import compare
 from specdraft.evaluate.run import check_divergence, first_divergence, plain_metrics, speculative_metrics
 from specdraft.evaluate.stats import (
     acceptance_stats,
+    geometric_mean_ci,
     mcnemar_exact,
-    median_ci,
+    n_to_resolve,
     paired_accuracy_diff,
     paired_ratio,
     pooled_hist,
+    tango_ci,
     wilson,
 )
 from specdraft.io import InputError, StageError
@@ -38,17 +43,54 @@ def test_mcnemar_exact_uses_discordant_pairs_only():
 def test_paired_diff_and_ratio():
     a = [True, True, False, True]
     b = [False, True, False, False]
-    d = paired_accuracy_diff(a, b, seed=1)
+    d = paired_accuracy_diff(a, b)
     assert d["accuracy_diff"] == pytest.approx(0.5)
-    assert d["accuracy_diff_ci95"][0] <= 0.5 <= d["accuracy_diff_ci95"][1]
+    assert d["accuracy_diff_ci95"] == pytest.approx(tango_ci(2, 0, 4))
     r = paired_ratio([10, 20, 30], [20, 40, 60])
     assert r["ratio"] == pytest.approx(0.5) and r["ratio_ci95"] == pytest.approx([0.5, 0.5])
 
 
-def test_median_ci_brackets_median():
-    xs = [0.5, 0.6, 0.55, 0.7, 0.4, 0.65, 0.58]
-    lo, hi = median_ci(xs)
-    assert lo <= 0.58 <= hi
+def test_tango_interval_matches_published_values():
+    """Fagerland, Lydersen & Laake (2014), Table II data (airway hyper-responsiveness before
+    and after stem cell transplantation, Bentur et al. 2009: 1 / 1 / 7 / 12 pairs): Tango's
+    asymptotic score interval -0.517232 to -0.026003 (also ratesci::pairbinci with
+    skew = FALSE, bcf = FALSE). With no discordant pair Tango's bounds are +-z^2/(n+z^2)."""
+    lo, hi = tango_ci(b=1, c=7, n=21)
+    assert lo == pytest.approx(-0.517232, abs=1e-6) and hi == pytest.approx(-0.026003, abs=1e-6)
+    z2 = stats.norm.ppf(0.975) ** 2
+    assert tango_ci(0, 0, 40) == pytest.approx([-z2 / (40 + z2), z2 / (40 + z2)], abs=1e-9)
+    # the interval inverts the score test: a difference just outside is rejected, inside is not
+    assert tango_ci(3, 1, 40)[0] < 0 < tango_ci(3, 1, 40)[1] and tango_ci(12, 2, 40)[0] > 0
+
+
+def test_identical_outcomes_give_no_degenerate_interval():
+    """40 questions both configurations answer alike (none discordant): the percentile
+    bootstrap said [0, 0]; Tango's interval is at least 8 points wide on each side."""
+    for correct in (0, 17, 40):
+        a = [True] * correct + [False] * (40 - correct)
+        lo, hi = paired_accuracy_diff(a, list(a))["accuracy_diff_ci95"]
+        assert lo <= -0.08 and hi >= 0.08
+
+
+def test_n_to_resolve_a_ten_point_difference():
+    """No discordance: width 2 z^2 / (n + z^2) < 0.10 first at n = 73; more discordance needs
+    more questions; the answer is the first n whose interval is narrow enough."""
+    assert n_to_resolve(0, 0, 40, 0.10) == 73
+    n = n_to_resolve(3, 5, 40, 0.10)
+    assert n > 73
+    narrow = [tango_ci(3 * m / 40, 5 * m / 40, m) for m in (n - 1, n)]
+    assert narrow[0][1] - narrow[0][0] >= 0.10 > narrow[1][1] - narrow[1][0]
+
+
+def test_speedup_interval_is_a_t_interval_on_log_ratios():
+    ratios = [1.5, 1.8, 2.0, 1.7, 1.9, 2.2]
+    point, (lo, hi) = geometric_mean_ci(ratios)
+    logs = [math.log(r) for r in ratios]
+    mean, sd = statistics.fmean(logs), statistics.stdev(logs)
+    half = stats.t.ppf(0.975, 5) * sd / math.sqrt(6)
+    assert point == pytest.approx(math.exp(mean))
+    assert (lo, hi) == pytest.approx((math.exp(mean - half), math.exp(mean + half)))
+    assert geometric_mean_ci([1.4]) == (pytest.approx(1.4), [pytest.approx(1.4)] * 2)
 
 
 def test_first_divergence():

@@ -151,8 +151,9 @@ def test_simulation_equals_engine_counts_for_every_prompt(tiny_models, sample_ro
 
 
 def test_the_k_sweep_at_the_configured_k_equals_the_main_pass(tiny_models, sample_rows, local_prompts, tmp_path):
-    """The sweep is the same exact simulation at other k: at the configured k its counts
-    equal the main pass's on the same questions; every k's figures come from
+    """The sweep is the same exact simulation at other k, on the questions it is given
+    (validation questions in the pipeline): at the configured k its counts equal the main
+    pass's on the same questions; every k's figures come from
     acceptance_stats (per-position list of length k); the predicted speedup is L / (k c + v)."""
     from specdraft.evaluate.run import sweep_metrics
     from specdraft.evaluate.stats import acceptance_stats, pooled_hist
@@ -160,8 +161,10 @@ def test_the_k_sweep_at_the_configured_k_equals_the_main_pass(tiny_models, sampl
     prompts, _ = local_prompts
     files = PassFiles(tmp_path, "cot", "fp")
     with HFEngine(tiny_models / "target", _drafts(tiny_models), GEN) as eng:
+        # the sweep's questions are its own (validation) set, answered in their own pass:
+        # here the first 4 test rows, so its counts can be checked against the main pass
         preds = evaluate_target(eng, sample_rows, "cot", prompts, ["sd", "sd_untrained"], 0, files,
-                                (["sd"], [1, 2, 3], 4))
+                                (["sd"], [1, 2, 3], sample_rows[:4]))
     files.close()
     assert set(preds["sweep"]) == {"sd"} and [r["k"] for r in preds["sweep"]["sd"]] == [1, 2, 3]
     main = preds["sd"][:4]

@@ -76,6 +76,13 @@ def test_local_pipeline_end_to_end(local_pipeline):
                 assert m["diverging_outputs"] == 0  # greedy speculative == plain, fp32 hf engine
                 # acceptance simulated on every question; the engine's own counts agree where timed
                 assert m["simulation_matches_engine"] == m["timed_n"] == 3
+                # k is tuned off the test set: every speculative configuration names the
+                # validation questions its sweep ran on, none of them a test question
+                src = m["k_sweep_source"]
+                assert src == {"file": f"data/prepared/{sc}/val.jsonl", "questions": 4, "split": "validation"}
+                val_ids = {json.loads(x)["id"] for x in (repo / src["file"]).read_text().splitlines()}
+                test_ids = {json.loads(x)["id"] for x in (repo / f"data/prepared/{sc}/test.jsonl").read_text().splitlines()}
+                assert len(val_ids) == 4 and not val_ids & test_ids
         comp = json.loads((repo / f"metrics/eval/{sc}/comparisons.json").read_text())
         assert {"cot_vs_base", "cod_vs_cot", "cot_sd_vs_cot_sd_untrained"} <= set(comp)
         assert all(0.0 <= v["p_value"] <= 1.0 for v in comp.values())

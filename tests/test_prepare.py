@@ -45,6 +45,23 @@ def test_sample_scenarios_are_leak_free_and_filtered(root, name):
     assert {r["source_split"] for r in out.test} == {"test"}
 
 
+@pytest.mark.parametrize("name", ["gsm8k", "math_algebra_l12", "math_intalg_l34"])
+def test_validation_questions_are_new_and_leave_training_unchanged(root, name):
+    """The k sweep's questions: 16 per scenario in the local profile, none of them a training
+    or test question, and adding them leaves the training set as it was (train and test
+    are drawn first from the same shuffle)."""
+    data, scenarios = _data(root)
+    sc = _sc(scenarios, name)
+    without = prepare(name, sc, data, PrepareConfig(n_train=40, n_test=40, seed=0))
+    out = prepare(name, sc, data, PrepareConfig(n_train=40, n_test=40, n_val=16, seed=0))
+    assert out.train == without.train and out.test == without.test and without.val == []
+    assert len(out.val) == 16 and out.stats["n_val"] == 16
+    val_q = {normalize_question(r["question"]) for r in out.val}
+    assert not val_q & {normalize_question(r["question"]) for r in out.train + out.test}
+    with pytest.raises(InputError, match="prepare.n_val is 90 but only"):
+        prepare(name, sc, data, PrepareConfig(n_train=40, n_test=40, n_val=90, seed=0))
+
+
 def test_same_seed_same_selection_other_seed_differs(root):
     data, scenarios = _data(root)
     sc = _sc(scenarios, "gsm8k")

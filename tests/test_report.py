@@ -24,8 +24,8 @@ def _sd(acc, toks):
 
 
 def _cmp(d, ratio, p):
-    return {"accuracy_diff": d, "accuracy_diff_ci95": [d - 0.2, d + 0.2], "p_value": p, "only_a_correct": 2,
-            "only_b_correct": 0, "significant_at_0.05": p < 0.05, "output_tokens_ratio": ratio,
+    return {"n": 6, "accuracy_diff": d, "accuracy_diff_ci95": [d - 0.2, d + 0.2], "p_value": p, "only_a_correct": 2,
+            "only_b_correct": 0, "n_to_resolve": 480, "significant_at_0.05": p < 0.05, "output_tokens_ratio": ratio,
             "output_tokens_ratio_ci95": [ratio - 0.1, ratio + 0.1]}
 
 
@@ -115,26 +115,56 @@ def test_summary_header(tmp_path):
 def test_verdict_rules_say_supported_not_supported_or_unresolved():
     from specdraft.report.verdicts import NOT_SUPPORTED, SUPPORTED, UNRESOLVED, cod_vs_cot, speculative, trained_vs_base
 
-    # 1: significant gain; a 10-point gain excluded; neither
-    assert trained_vs_base(_cmp(0.25, 1.0, 0.01))[1] == SUPPORTED
-    flat = {**_cmp(0.0, 1.0, 1.0), "accuracy_diff_ci95": [-0.07, 0.07]}
-    assert trained_vs_base(flat) == ("+0.00 [-0.07, +0.07], p=1.000", NOT_SUPPORTED)
+    # 1: significant gain; significant loss; a 10-point gain excluded by a resolvable
+    # interval; an interval too wide to tell none from 10 points (even below +0.10)
+    assert trained_vs_base({**_cmp(0.25, 1.0, 0.01), "accuracy_diff_ci95": [0.1, 0.4]})[1] == SUPPORTED
+    assert trained_vs_base({**_cmp(-0.3, 1.0, 0.01), "accuracy_diff_ci95": [-0.5, -0.1]})[1] == NOT_SUPPORTED
+    flat = {**_cmp(0.0, 1.0, 1.0), "accuracy_diff_ci95": [-0.04, 0.04]}
+    assert trained_vs_base(flat) == ("+0.00 [-0.04, +0.04], p=1.000", NOT_SUPPORTED)
+    assert trained_vs_base({**flat, "accuracy_diff_ci95": [-0.088, 0.088]})[1] == UNRESOLVED
     assert trained_vs_base({**flat, "accuracy_diff_ci95": [-0.1, 0.2]})[1] == UNRESOLVED
-    assert trained_vs_base({**_cmp(-0.3, 1.0, 0.01)})[1] == NOT_SUPPORTED  # a significant loss
-    # 2: CI above 1 and accuracy unchanged; CI below 1; CI across 1; accuracy changed
+    # 2, hf engine: the speedup's interval, and exact identity on the timed questions
     sd = _sd(0.5, 50)
     same = _cmp(0.0, 1.0, 1.0)
-    assert speculative({**sd, "speedup": 1.3, "speedup_ci95": [1.1, 1.5]}, same) == \
-        ("1.30x [1.10, 1.50], accuracy +0.00 (p=1.00)", SUPPORTED)
+    fast = {**sd, "speedup": 1.3, "speedup_ci95": [1.1, 1.5]}
+    assert speculative(fast, same) == (
+        "1.30x [1.10, 1.50] over 4 timed; 4 of 4 timed outputs identical; simulation equals engine on 4 of 4; "
+        "accuracy identical by construction", SUPPORTED)
     assert speculative(sd, same)[1] == NOT_SUPPORTED  # 0.60x [0.50, 0.70]
     assert speculative({**sd, "speedup": 1.1, "speedup_ci95": [0.9, 1.3]}, same)[1] == UNRESOLVED
-    assert speculative({**sd, "speedup": 1.3, "speedup_ci95": [1.1, 1.5]}, _cmp(-0.3, 1.0, 0.01))[1] == NOT_SUPPORTED
-    # 3: fewer tokens with the accuracy CI above -0.10; more tokens; CI reaching below -0.10
-    fewer = {**_cmp(0.0, 0.5, 1.0), "accuracy_diff_ci95": [-0.05, 0.05]}
+    assert speculative({**fast, "diverging_outputs": 1}, same)[1] == NOT_SUPPORTED  # not exact
+    assert speculative({**fast, "simulation_matches_engine": 3}, same)[1] == NOT_SUPPORTED
+    assert speculative({**fast, "timed_n": 2, "compared_n": 2, "simulation_matches_engine": 2}, same)[1] == UNRESOLVED
+    # 2, vLLM: the decoded answers' accuracy difference is the evidence
+    vllm = {**fast, "acceptance_source": "engine counts, every question decoded", "engine": "vllm",
+            "simulation_matches_engine": None, "compared_n": 300, "diverging_outputs": 12}
+    fig, word = speculative(vllm, {**same, "accuracy_diff_ci95": [-0.02, 0.02]})
+    assert word == SUPPORTED and "McNemar p=1.00" in fig and "diverging 12 of 300" in fig
+    assert "identical by construction" not in fig
+    assert speculative(vllm, {**same, "accuracy_diff_ci95": [-0.088, 0.088]})[1] == UNRESOLVED
+    assert speculative(vllm, {**_cmp(-0.1, 1.0, 0.01), "accuracy_diff_ci95": [-0.15, -0.05]})[1] == NOT_SUPPORTED
+    # 3: fewer tokens with a resolvable accuracy interval above -0.10; more tokens; an
+    # interval reaching below -0.10; one too wide to tell
+    fewer = {**_cmp(0.0, 0.5, 1.0), "accuracy_diff_ci95": [-0.04, 0.04]}
     assert cod_vs_cot(fewer)[1] == SUPPORTED
     assert cod_vs_cot({**fewer, "output_tokens_ratio": 1.1, "output_tokens_ratio_ci95": [1.0, 1.2]})[1] == NOT_SUPPORTED
     assert cod_vs_cot({**fewer, "accuracy_diff_ci95": [-0.25, 0.1]})[1] == UNRESOLVED
+    assert cod_vs_cot({**fewer, "accuracy_diff_ci95": [-0.088, 0.088]})[1] == UNRESOLVED
     assert cod_vs_cot({**fewer, "accuracy_diff_ci95": [-0.4, -0.15]})[1] == NOT_SUPPORTED
+
+
+def test_forty_identical_outcomes_are_not_resolvable():
+    """The comparison itself (Tango's interval) on 40 questions answered alike: no verdict
+    word but 'not resolvable at this n', for a gain (1) and for 'within 10 points' (3)."""
+    from specdraft.evaluate.compare import compare
+    from specdraft.report.verdicts import UNRESOLVED, cod_vs_cot, trained_vs_base
+
+    rows = [{"id": f"q{i}", "correct": i < 17, "output_tokens": 30 + i} for i in range(40)]
+    fewer = [{**r, "output_tokens": r["output_tokens"] // 2} for r in rows]
+    c = compare(fewer, rows, "test")
+    lo, hi = c["accuracy_diff_ci95"]
+    assert lo <= -0.08 and hi >= 0.08 and c["n_to_resolve"] == 73
+    assert trained_vs_base(c)[1] == UNRESOLVED and cod_vs_cot(c)[1] == UNRESOLVED
 
 
 def test_summary_opens_with_the_verdict_table(tmp_path):

@@ -35,6 +35,10 @@ class ScenarioConfig:
 class PrepareConfig:
     n_train: int = setting(ge=1)
     n_test: int = setting(ge=1)
+    # Validation questions for every tuned choice (the draft length k): drawn from the pool
+    # after the training questions, so adding them leaves the training set unchanged, and
+    # never from the test split, so no test question picks a setting.
+    n_val: int = setting(0, ge=0)
     seed: int = 0
     # Fewer rows than asked for is an error unless allowed (then a warning in the metrics
     # and the report): a silent shortfall changes what the experiment measures.
@@ -46,6 +50,7 @@ class Prepared:
     train: list[dict[str, Any]]
     test: list[dict[str, Any]]
     stats: dict[str, Any]
+    val: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def normalize_question(q: str) -> str:
@@ -115,11 +120,13 @@ def prepare(name: str, sc: ScenarioConfig, data: DataConfig, cfg: PrepareConfig)
     stats["pool_no_gold"] = no_gold
     rng.shuffle(pool)
     train = pool[: cfg.n_train]
+    val = pool[cfg.n_train: cfg.n_train + cfg.n_val]
     if not train or not test:
         raise InputError(f"{where}: empty selection (train {len(train)}, test {len(test)} rows) "
                          f"from source {data.source!r} with filters {sc.filters}")
     short = {k: (asked, got) for k, asked, got in (("n_train", cfg.n_train, len(train)),
-                                                     ("n_test", cfg.n_test, len(test))) if got < asked}
+                                                     ("n_test", cfg.n_test, len(test)),
+                                                     ("n_val", cfg.n_val, len(val))) if got < asked}
     if short and not cfg.allow_shortfall:
         raise InputError(f"{where}: " + "; ".join(f"prepare.{k} is {a} but only {g} rows are available"
                                                   for k, (a, g) in short.items())
@@ -127,11 +134,12 @@ def prepare(name: str, sc: ScenarioConfig, data: DataConfig, cfg: PrepareConfig)
                          "ask for fewer, or set prepare.allow_shortfall: true to go on with what there is")
     stats["warnings"] = [f"prepare.{k}: {g} of {a} rows available" for k, (a, g) in short.items()]
     stats.update(pool_size=len(pool), n_train_requested=cfg.n_train, n_train=len(train),
-                 n_test_requested=cfg.n_test, n_test=len(test),
+                 n_test_requested=cfg.n_test, n_test=len(test), n_val_requested=cfg.n_val, n_val=len(val),
                  shortfall=max(0, cfg.n_train - len(train)), test_shortfall=max(0, cfg.n_test - len(test)),
                  test_split=sc.test_split, pool_splits=list(sc.pool_splits))
     # Stable order on disk (sorted by id) so a re-run with the same seed is byte-identical.
-    return Prepared(sorted(train, key=lambda r: r["id"]), sorted(test, key=lambda r: r["id"]), stats)
+    return Prepared(sorted(train, key=lambda r: r["id"]), sorted(test, key=lambda r: r["id"]), stats,
+                    sorted(val, key=lambda r: r["id"]))
 
 
 def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Paired comparisons between configurations on the same test questions.
 
-For each pair (a, b) in params eval.comparisons: accuracy difference with a paired
-bootstrap CI and the exact McNemar p-value on per-sample correctness, and the paired
+For each pair (a, b) in params eval.comparisons: accuracy difference with Tango's score
+interval and the exact McNemar p-value on per-sample correctness, the number of questions
+at which the interval would be narrower than 10 points at the observed discordance, and the paired
 ratio of mean output tokens (a/b) with a CI. Also used by `make compare` across two
 revisions of the same configuration.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from specdraft.evaluate.stats import paired_accuracy_diff, paired_ratio
+from specdraft.evaluate.stats import MATTERS, n_to_resolve, paired_accuracy_diff, paired_ratio
 from specdraft.io import InputError
 
 
@@ -25,7 +26,8 @@ def align(a: list[dict[str, Any]], b: list[dict[str, Any]], where: str) -> tuple
 
 def compare(a: list[dict[str, Any]], b: list[dict[str, Any]], where: str, seed: int = 0) -> dict[str, Any]:
     a, b = align(a, b, where)
-    out = paired_accuracy_diff([r["correct"] for r in a], [r["correct"] for r in b], seed)
+    out = paired_accuracy_diff([r["correct"] for r in a], [r["correct"] for r in b])
     tok = paired_ratio([r["output_tokens"] for r in a], [r["output_tokens"] for r in b], seed)
-    return {"n": len(a), **out, "output_tokens_ratio": tok["ratio"], "output_tokens_ratio_ci95": tok["ratio_ci95"],
+    resolve = n_to_resolve(out["only_a_correct"], out["only_b_correct"], len(a), MATTERS)
+    return {"n": len(a), **out, "n_to_resolve": resolve, "output_tokens_ratio": tok["ratio"], "output_tokens_ratio_ci95": tok["ratio_ci95"],
             "significant_at_0.05": out["p_value"] < 0.05}

@@ -14,10 +14,11 @@ target and all its speculative variants, with either engine, in three kinds of p
   decodes every question speculatively in batches, so there a configuration's answers
   are its own, and its throughput over plain decoding is measured too.
 - **timing, the first `eval.timed_prompts` questions**: batch-1 plain and speculative
-  decoding; speedup = median of the per-prompt time ratios (plain / speculative) with a
-  bootstrap CI. The hf engine holds every draft at once and alternates configurations
-  per prompt, so machine noise hits all alike; vLLM keeps one engine alive at a time, so
-  its passes are grouped by configuration (one engine start each).
+  decoding; speedup = geometric mean of the per-question time ratios (plain /
+  speculative) with a t interval on their logs. The hf engine holds every draft at once
+  and interleaves configurations per question, in an order that rotates from question to
+  question, so machine noise and order effects hit all alike; vLLM keeps one engine alive
+  at a time, so its passes are grouped by configuration (one engine start each).
 
 A speculative configuration's answer to a question is its own decoded output where it
 has one (timed, or vLLM's pass), else the plain answer, which greedy speculative decoding
@@ -44,8 +45,8 @@ from specdraft.device import Plan, find_device
 from specdraft.evaluate.stats import (
     acceptance_stats,
     alpha_from_acceptance,
+    geometric_mean_ci,
     leviathan_speedup,
-    median_ci,
     percentile,
     pooled_hist,
     wilson,
@@ -79,12 +80,12 @@ class EvalConfig:
     timed_prompts: int = setting(32, ge=0)  # batch-1 timing of plain vs speculative decoding
     # share of a speculative configuration's own outputs allowed to differ from plain output
     max_diverging_share: float = setting(0.0, ge=0, le=1)
-    seed: int = 0
+    seed: int = 0  # the comparisons' bootstrap (token ratios)
     comparisons: list[list[str]] = dataclasses.field(default_factory=list)
     # Draft length sweep (hf engine): each trained draft's exact simulated acceptance for
-    # every k here, on the first sweep_prompts questions, and the speedup it predicts.
+    # every k here, on the validation questions (prepare.n_val, never the test set), and
+    # the speedup it predicts.
     sweep_k: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5])
-    sweep_prompts: int = setting(16, ge=0)
 
 
 def config_name(style: str, variant: str) -> str:
@@ -120,11 +121,12 @@ class PassFiles:
 
 def evaluate_target(engine: Engine, rows: list[dict[str, Any]], style: str, prompts: PromptsConfig,
                     variants: list[str], timed_prompts: int, files: PassFiles,
-                    sweep: tuple[list[str], list[int], int] = ([], [], 0)) -> dict[str, Any]:
+                    sweep: tuple[list[str], list[int], list[dict[str, Any]]] = ([], [], [])) -> dict[str, Any]:
     """Per-question predictions of the plain configuration ('plain') and of each variant
     (a draft name the engine knows); see the module docstring for what each pass does.
-    `sweep` = (variants, ks, questions): the draft-length sweep of those variants (key
-    'sweep': {variant: k_sweep rows}; hf engine only)."""
+    `sweep` = (variants, ks, validation questions): the draft-length sweep of those
+    variants on the target's plain answers to those questions (key 'sweep': {variant:
+    k_sweep rows}; hf engine only)."""
     texts = {r["id"]: engine.render(messages(prompts, style, r["question"])) for r in rows}
     plain = batched_answers(engine, rows, texts, files.open("plain"))
     timed_rows = rows[:timed_prompts] if variants else []  # the test set is drawn at random by prepare
@@ -138,9 +140,11 @@ def evaluate_target(engine: Engine, rows: list[dict[str, Any]], style: str, prom
             if v is not None:
                 spec[v] = speculative_answers(engine, rows, texts, plain, v, files.open(f"{v}.speculative"))
     out: dict[str, Any] = predictions(rows, plain, timed, spec, engine.draft_subset)
-    sweep_variants, ks, n = sweep
-    if sweep_variants and ks and n and hasattr(engine, "simulate"):
-        out["sweep"] = {v: k_sweep(engine, rows[:n], texts, plain, v, ks) for v in sweep_variants}
+    sweep_variants, ks, val = sweep
+    if sweep_variants and ks and val and hasattr(engine, "simulate"):
+        val_texts = {r["id"]: engine.render(messages(prompts, style, r["question"])) for r in val}
+        val_plain = batched_answers(engine, val, val_texts, files.open("val.plain"), "validation answers (batched)")
+        out["sweep"] = {v: k_sweep(engine, val, val_texts, val_plain, v, ks) for v in sweep_variants}
         # the target's forward time for 1..max(k)+1 new tokens: each k's verify cost
         out["forward_ms"] = engine.forward_ms(list(range(1, max(ks) + 2)))
     return out
@@ -259,7 +263,7 @@ def sweep_metrics(sweep: list[dict[str, Any]], forward_ms: dict[int, float], c: 
     return out
 
 
-def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0) -> dict[str, Any]:
+def speculative_metrics(preds: list[dict[str, Any]], k: int) -> dict[str, Any]:
     """Answers and acceptance over every question, divergence over every question with an
     own output, timing, cost ratio and exactness over the timed ones. The cost ratio and
     the predicted speedup need the draft's and target's forward times, which only the hf
@@ -304,7 +308,7 @@ def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0) -> d
         # one verify forward (k+1 tokens) in target decode steps; Leviathan's model assumes 1
         verify = sum(p["target_forward_s"] for p in timed) / t_rounds / target_step if t_rounds else None
         predicted = leviathan_speedup(alpha, k, c)
-    speedup = float(statistics.median(ratios))
+    speedup, speedup_ci = geometric_mean_ci(ratios)
     sims = [p["simulation_matches_engine"] for p in timed]
     m.update({"latency_p50_s": percentile(lat, 50), "latency_p90_s": percentile(lat, 90),
               "tokens_per_s": sum(p["output_tokens"] for p in timed) / sum(lat),
@@ -313,7 +317,7 @@ def speculative_metrics(preds: list[dict[str, Any]], k: int, seed: int = 0) -> d
               "timed_acceptance_rate": acceptance_stats(t_proposed, sum(p["accepted"] or 0 for p in timed),
                                                         [0] * (k + 1))["acceptance_rate"],
               "simulation_matches_engine": None if any(s is None for s in sims) else sum(sims),
-              "speedup": speedup, "speedup_ci95": median_ci(ratios, seed),
+              "speedup": speedup, "speedup_ci95": speedup_ci, "speedup_method": "geometric mean, t interval on log ratios",
               "cost_ratio_c": c, "verify_cost": verify, "predicted_speedup": predicted,
               "predicted_speedup_with_verify": leviathan_speedup(alpha, k, c, verify) if verify else None,
               "efficiency": speedup / predicted if predicted else None})
@@ -342,13 +346,16 @@ def resolve_drafts(variants: dict[str, Variant], folders: dict[str, Path | None]
 def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, Path], rows: list[dict[str, Any]],
              prompts: PromptsConfig, gen: GenerationConfig, cfg: EvalConfig,
              draft_data: tuple[list[str], list[str]] | None, files: PassFiles, preds_dir: Path,
-             metrics_dir: Path, plan: Plan | None = None) -> dict[str, dict[str, Any]]:
+             metrics_dir: Path, plan: Plan | None = None, val: tuple[str, list[dict[str, Any]]] = ("", []),
+             ) -> dict[str, dict[str, Any]]:
     """The evaluate stages' work: every configuration of one target (`style` None: the
     untrained target, configuration `base`, prompted with eval.base_style), its
     predictions to preds_dir/<config>.jsonl and metrics to metrics_dir/<config>.json.
     `plan`: the settings as they apply on the stage's device (specdraft.device.resolve;
     `gen` is then the settings as written); without one, `gen` is used as it is on the
-    device torch finds. Returns the metrics by configuration."""
+    device torch finds. `val` = (file, questions): the validation questions of the k
+    sweep, named in every speculative configuration's metrics (`k_sweep_source`).
+    Returns the metrics by configuration."""
     if plan is None:
         plan = Plan(device=find_device("auto"), generation=gen, applied={}, not_applied={})
     setting, gen = gen, plan.generation
@@ -356,7 +363,7 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
     style = style or cfg.base_style
     swept = [v for v in drafts if cfg.variants[v].draft != "base"]
     # (the sweep settings are read only with a trained draft: dvc.yaml declares what is read)
-    sweep = (swept, cfg.sweep_k, cfg.sweep_prompts) if swept else ([], [], 0)
+    sweep = (swept, cfg.sweep_k, val[1]) if swept else ([], [], [])
     with make_engine(target, drafts or None, gen, draft_data, device=plan.device) as engine:
         preds = evaluate_target(engine, rows, style, prompts, list(drafts), cfg.timed_prompts if drafts else 0,
                                 files, sweep)
@@ -374,7 +381,9 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
         out[config_name(style, v)] = {
             "config": config_name(style, v), **common, "draft": str(d), "draft_model": model_spec(d),
             "draft_quant": gen.draft_quant if hf else "none", "draft_vocab": gen.draft_vocab if hf else 0,
-            **speculative_metrics(preds[v], gen.num_speculative_tokens, cfg.seed),
+            **speculative_metrics(preds[v], gen.num_speculative_tokens),
+            "k_sweep_source": {"file": val[0], "questions": len(val[1]), "split": "validation"} if sweep[2] and hf
+            else None,
             "engine_counters": counters.get(v)}  # vLLM's own counters, as a cross-check
         if v in preds.get("sweep", {}):
             m = out[config_name(style, v)]

@@ -64,15 +64,24 @@ def speculative_answers(engine: Engine, rows: list[dict[str, Any]], texts: dict[
                                                          [as_output(plain[r["id"]]) for r in chunk], draft))
 
 
+def run_order(configs: list[Any], i: int) -> list[Any]:
+    """The order in which question i's configurations are timed: rotated by i."""
+    k = i % len(configs) if configs else 0
+    return configs[k:] + configs[:k]
+
+
 def timed_answers(engine: Engine, rows: list[dict[str, Any]], texts: dict[str, str],
                   configs: dict[str | None, Resumable]) -> dict[str | None, dict[str, dict[str, Any]]]:
     """Batch-1 decoding of every question under each configuration in `configs` (None:
-    plain, else a draft's name), alternating per question so that machine noise hits
-    every configuration alike."""
+    plain, else a draft's name), interleaved per question so that machine noise hits
+    every configuration alike, in an order that rotates from one question to the next
+    (question i starts with configuration i mod len(configs)): an order effect (a warm
+    cache, a frequency ramp) then falls on each configuration in turn, not always on the
+    speculative one."""
     todo = [r for r in rows if any(r["id"] not in res.done for res in configs.values())]
     names = "/".join(c or "plain" for c in configs)
     for r in tqdm(todo, desc=f"timed {names} (batch 1)", unit="q", disable=not todo):
-        for c, res in configs.items():
-            if r["id"] not in res.done:
-                res.add(record(r, engine.generate_one(texts[r["id"]], c), 1))
+        for c in run_order(list(configs), rows.index(r)):
+            if r["id"] not in configs[c].done:
+                configs[c].add(record(r, engine.generate_one(texts[r["id"]], c), 1))
     return {c: {r["id"]: res.done[r["id"]] for r in rows} for c, res in configs.items()}

@@ -9,7 +9,12 @@ would share the two cores and spoil the timings), waits for them, and writes a t
 every headline figure (accuracy of each plain configuration, CoD/CoT tokens, acceptance,
 speedup): the mean, the spread across seeds (min-max and the standard deviation) and the
 per-seed values, beside the within-run 95 % CI of seed 0, so the two kinds of uncertainty
-can be read side by side.
+can be read side by side, and how many replicates' speedups fall inside seed 0's interval.
+
+Robust to an earlier invocation's leftovers: only the tasks this invocation queues count
+(by name), experiments already named `seed-<s>` are removed first (the new run replaces
+them, and says so), a worker that dies with tasks still queued ends the wait with an error
+naming them, and every dvc call has a time limit.
 """
 
 from __future__ import annotations
@@ -28,8 +33,14 @@ from specdraft.io import write_json, write_text
 EXP = "seed-{}"
 
 
+DVC_TIMEOUT_S = 600  # one dvc command (exp show reads every experiment's commit)
+
+
 def _dvc(*args: str, check: bool = True) -> str:
-    p = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    try:
+        p = subprocess.run(["dvc", *args], capture_output=True, text=True, timeout=DVC_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        raise SystemExit(f"dvc {' '.join(args)} did not finish in {DVC_TIMEOUT_S} s") from e
     if check and p.returncode != 0:
         raise SystemExit(f"dvc {' '.join(args)} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
     return p.stdout
@@ -63,26 +74,79 @@ def with_full_metrics(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def queue_and_wait(n: int, poll_s: float = 30.0) -> float:
-    """Queue seeds 0..n-1, run them one at a time, return the wall time."""
+def task_states(status: str, names: set[str]) -> dict[str, str]:
+    """{name: state} of the tasks `names` in `dvc queue status` output (other tasks, e.g. an
+    earlier invocation's failures, are not ours and do not count)."""
+    out = {}
+    for line in status.splitlines():
+        cols = line.split()
+        hit = [c for c in cols if c in names]
+        state = next((c for c in cols if c in ("Queued", "Running", "Success", "Failed")), None)
+        if hit and state:
+            out[hit[0]] = state
+    return out
+
+
+def active_workers(status: str) -> int | None:
+    """Active workers from the 'Worker status: N active, M idle' line (None if absent)."""
+    for line in status.splitlines():
+        if line.startswith("Worker status"):
+            return int(line.split(":")[1].split("active")[0].strip())
+    return None
+
+
+def queue_and_wait(n: int, poll_s: float = 30.0, timeout_s: float = 4 * 3600, dead_polls: int = 3) -> float:
+    """Queue seeds 0..n-1, run them one at a time, return the wall time. Experiments already
+    named seed-<s> are replaced; the wait ends with an error when our tasks fail, when no
+    worker is active for `dead_polls` polls in a row while ours are still queued, or after
+    `timeout_s`."""
     t = time.monotonic()
+    names = {EXP.format(s) for s in range(n)}
+    existing = sorted(names & set(experiments()))
+    if existing:
+        print(f"replacing the earlier experiments {existing}", flush=True)
+        _dvc("exp", "remove", *existing)
     for s in range(n):
         _dvc("exp", "run", "--queue", "-n", EXP.format(s), "-S", f"seed={s}")
     # `dvc queue start` leaves a worker daemon behind that inherits its output pipes: with
     # captured output the call would only return when the whole queue is done.
     if subprocess.run(["dvc", "queue", "start", "-j", "1"], stdout=subprocess.DEVNULL,
-                      stderr=subprocess.DEVNULL).returncode != 0:
+                      stderr=subprocess.DEVNULL, timeout=DVC_TIMEOUT_S).returncode != 0:
         raise SystemExit("dvc queue start failed")
+    idle = 0
     while True:
         time.sleep(poll_s)
         status = _dvc("queue", "status")
-        if not any(f" {state} " in f" {line} " for line in status.splitlines() for state in ("Queued", "Running")):
+        states = task_states(status, names)
+        pending = sorted(k for k, v in states.items() if v in ("Queued", "Running"))
+        if not pending:
             break
-        print(f"[{time.monotonic() - t:6.0f}s] waiting: {status.splitlines()[1:] or status}", flush=True)
-    failed = [line for line in _dvc("queue", "status").splitlines() if "Failed" in line]
+        idle = idle + 1 if active_workers(status) == 0 and "Running" not in states.values() else 0
+        if idle >= dead_polls:
+            raise SystemExit(f"no dvc queue worker is running but {pending} are still queued "
+                             "(`dvc queue logs <name>`; `dvc queue start` resumes them)")
+        if time.monotonic() - t > timeout_s:
+            raise SystemExit(f"replicates still running after {timeout_s / 3600:.1f} h: {pending}")
+        print(f"[{time.monotonic() - t:6.0f}s] waiting: {states}", flush=True)
+    failed = sorted(k for k, v in task_states(_dvc("queue", "status"), names).items() if v == "Failed")
     if failed:
-        raise SystemExit("replicates failed (dvc queue logs <name> says why):\n" + "\n".join(failed))
+        raise SystemExit(f"replicates {failed} failed (`dvc queue logs <name>` says why)")
     return time.monotonic() - t
+
+
+def coverage(out: dict[str, Any]) -> tuple[int, int]:
+    """(inside, replicates): how many replicate speedups (seeds other than the first) fall
+    inside the first seed's own 95 % interval, over every speculative configuration."""
+    inside = total = 0
+    for name, o in out.items():
+        ci = o["within_run_ci95_seed0"]
+        if not name.endswith(" speedup") or not ci:
+            continue
+        for v in o["per_seed"][1:]:
+            if v is not None:
+                total += 1
+                inside += ci[0] <= v <= ci[1]
+    return inside, total
 
 
 def _metric(data: dict[str, Any], path: str) -> dict[str, Any]:
@@ -136,13 +200,17 @@ def table(runs: dict[int, dict[str, Any]], seconds: float | None) -> tuple[str, 
                     + " / ".join("–" if v is None else f"{v:.3f}" for v in vals)
                     + (f" | [{ci[0]:.3f}, {ci[1]:.3f}] |" if ci else " | – |"))
     seeds = " / ".join(str(s) for s in per_seed)
+    inside, total = coverage(out)
     md = ["# Seed replicates", "",
           f"The whole pipeline under training seeds {seeds} (`make replicates N={len(per_seed)}`"
           + (f", {seconds / 60:.0f} min" if seconds else "") + "); the data and the bootstrap seed are the same in "
           "every run. Spread: min-max across seeds (standard deviation); the last column is the 95 % CI that "
           f"the run of seed {min(per_seed)} reports for itself.", "",
-          f"| figure | mean | spread | per seed ({seeds}) | within-run 95 % CI |", "|---|---|---|---|---|", *rows, ""]
-    return "\n".join(md), {"seeds": list(per_seed), "seconds": seconds, "figures": out}
+          f"| figure | mean | spread | per seed ({seeds}) | within-run 95 % CI |", "|---|---|---|---|---|", *rows, "",
+          f"Speedup interval coverage: {inside} of {total} replicate speedups (the other seeds, every speculative "
+          f"configuration) fall inside seed {min(per_seed)}'s own 95 % interval.", ""]
+    return "\n".join(md), {"seeds": list(per_seed), "seconds": seconds, "figures": out,
+                           "speedup_coverage": {"inside": inside, "replicates": total}}
 
 
 def main() -> None:

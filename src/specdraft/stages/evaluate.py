@@ -61,8 +61,13 @@ def main(args: argparse.Namespace) -> None:
     fp = fingerprint([model_fingerprint(args.target, *drafts.values()), plan.generation, prompts,
                       args.style or cfg.base_style, draft_data])
     files = PassFiles(PARTIAL / "eval" / args.scenario, args.style or "base", fp)  # scratch, named like the outputs
+    val = read_jsonl(args.val, ["id", "question", "answer"]) if drafts and args.val else []
+    test_ids = {r["id"] for r in rows}
+    if leak := [r["id"] for r in val if r["id"] in test_ids]:
+        raise InputError(f"{args.val}: {len(leak)} validation questions are test questions (first: {leak[0]}); "
+                         "the k sweep must not see the test set")
     out = evaluate(args.scenario, args.style, args.target, drafts, rows, prompts, gen, cfg, draft_data, files,
-                   args.preds, args.metrics, plan)
+                   args.preds, args.metrics, plan, (str(args.val), val))
     for config, m in out.items():
         log.info("%s/%s: accuracy %.3f, %.1f tokens%s", args.scenario, config, m["accuracy"], m["mean_output_tokens"],
                  f", acceptance {m['acceptance_rate']:.3f}" if "acceptance_rate" in m else "")
@@ -82,6 +87,7 @@ if __name__ == "__main__":
                    help="input: the draft distilled from this target's token distribution (with --style)")
     p.add_argument("--base-draft", type=Path, help="input: the untrained (base) draft (with --style)")
     p.add_argument("--draft-data", type=Path, help="input: the trained draft's training answers (draft_vocab)")
+    p.add_argument("--val", type=Path, help="input: the validation questions of the k sweep (with --style)")
     p.add_argument("--preds", required=True, type=Path, help="output folder: <config>.jsonl per configuration")
     p.add_argument("--metrics", required=True, type=Path, help="output folder: <config>.json per configuration")
     run(main, p)

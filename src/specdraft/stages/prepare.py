@@ -1,4 +1,4 @@
-"""Stage prepare@<scenario>: data/prepared/<scenario>/{train,test}.jsonl + metrics.
+"""Stage prepare@<scenario>: data/prepared/<scenario>/{train,val,test}.jsonl + metrics.
 
 Params read: data.source, data.sample_dir, data.datasets.<dataset>, scenarios.<scenario>,
 prepare.
@@ -31,15 +31,18 @@ def main(args: argparse.Namespace) -> None:
     out = prepare(args.scenario, sc, data, cfg)
     write_jsonl(args.test, out.test)
     write_jsonl(args.train, out.train)
+    write_jsonl(args.val, out.val)
     write_json(args.metrics, out.stats)
-    log.info("%s: %d train (pool %d, shortfall %d), %d test", args.scenario, out.stats["n_train"],
-             out.stats["pool_size"], out.stats["shortfall"], out.stats["n_test"])
+    log.info("%s: %d train (pool %d, shortfall %d), %d validation, %d test", args.scenario, out.stats["n_train"],
+             out.stats["pool_size"], out.stats["shortfall"], out.stats["n_val"], out.stats["n_test"])
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--scenario", required=True)
     p.add_argument("--train", required=True, type=Path, help="output: the training questions (jsonl)")
+    p.add_argument("--val", required=True, type=Path,
+                   help="output: the validation questions, for tuned choices such as k (jsonl)")
     p.add_argument("--test", required=True, type=Path, help="output: the test questions (jsonl)")
     p.add_argument("--metrics", required=True, type=Path, help="output: counts and shortfall (json)")
     run(main, p)
