@@ -113,7 +113,7 @@ def _sections():
     from specdraft.prompts import PromptsConfig
     from specdraft.teacher.core import TeacherConfig
     from specdraft.train.distill import DistillConfig
-    from specdraft.train.sft import TrainConfig
+    from specdraft.train.settings import TrainConfig
 
     return {"runtime": RuntimeConfig, "prepare": PrepareConfig, "eval": EvalConfig, "generation": GenerationConfig,
             "models": ModelsConfig, "prompts": PromptsConfig, "teacher": TeacherConfig, "distill": DistillConfig,

@@ -30,7 +30,8 @@ def _cmp(d, ratio, p):
 
 
 EV = {"gsm8k": {"base": _m(0.0, 96, truncation_rate=0.5), "cot": _m(0.5, 50), "cod": _m(0.33, 25),
-                "cot_sd": _sd(0.5, 50), "cod_sd": _sd(0.33, 25), "cot_sd_untrained": _sd(0.5, 50),
+                "cot_sd": _sd(0.5, 50), "cod_sd": _sd(0.33, 25), "cot_sd_kd": _sd(0.5, 50), "cod_sd_kd": _sd(0.33, 25),
+                "cot_sd_untrained": _sd(0.5, 50),
                 "cod_sd_untrained": _sd(0.33, 25),
                 "_comparisons": {"cot_vs_base": _cmp(0.5, 0.5, 0.25), "cod_vs_base": _cmp(0.33, 0.26, 0.5),
                                  "cod_vs_cot": _cmp(-0.17, 0.5, 1.0), "cot_sd_vs_cot": _cmp(0.0, 1.0, 1.0),
@@ -40,7 +41,8 @@ EV = {"gsm8k": {"base": _m(0.0, 96, truncation_rate=0.5), "cot": _m(0.5, 50), "c
 def test_table_lists_every_configuration_in_order():
     rows = table(EV["gsm8k"])
     names = [r.split("|")[1].strip() for r in rows[2:]]
-    assert names == ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_untrained", "cod_sd_untrained"]
+    assert names == ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_kd", "cod_sd_kd", "cot_sd_untrained",
+                     "cod_sd_untrained"]
     assert "0.60 [0.50, 0.70]" in rows[5] and rows[5].endswith("| 0.030 | 1.05 |")
 
 
@@ -183,11 +185,11 @@ def test_summary_opens_with_the_verdict_table(tmp_path):
 
 
 def test_headline_view_has_the_review_figures_of_every_configuration():
-    from specdraft.report.verdicts import headline
+    from specdraft.report.summary import headline
 
     h = headline({"gsm8k": EV["gsm8k"], "math": EV["gsm8k"], "ia": EV["gsm8k"]})
     rows = [(sc, c, k) for sc, cs in h.items() for c, m in cs.items() for k in m]
-    assert len(rows) == 66  # 3 scenarios x (3 plain x 2 + 4 speculative x 4): fits a screen
+    assert len(rows) == 90  # 3 scenarios x (3 plain x 2 + 6 speculative x 4), as the local profile evaluates
     assert h["gsm8k"]["cot"] == {"accuracy": 0.5, "mean_output_tokens": 50}
     assert h["gsm8k"]["cot_sd"] == {"accuracy": 0.5, "acceptance_rate": 0.25, "mean_acceptance_length": 1.5,
                                     "speedup": 0.6}

@@ -45,7 +45,7 @@ def _training_workspace(ws: Path, n_rows: int) -> None:
     (ws / "params.yaml").write_text(yaml.safe_dump(p))
     sample = [json.loads(x) for x in (ROOT / "data/sample/gsm8k/train.jsonl").open()][:n_rows]
     rows = [{"id": f"q{i:03d}", "question": r["question"], "answer": r["answer"].split("####")[-1].strip(),
-             "response": r["answer"]} for i, r in enumerate(sample)]
+             "response": r["answer"], "response_ids": [28, 29, 30, 2]} for i, r in enumerate(sample)]
     for style in ("cot", "cod"):
         (ws / f"{style}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 

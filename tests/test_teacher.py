@@ -390,7 +390,9 @@ def test_training_length_is_what_the_trainer_tokenizes(prompts, tiny_models):
     from transformers import AutoTokenizer
 
     from specdraft.prompts import training_length
-    from specdraft.train.sft import TrainConfig, build_examples, make_trainer
+    from specdraft.train.examples import build_examples
+    from specdraft.train.settings import TrainConfig
+    from specdraft.train.trainers import make_trainer
 
     tok = AutoTokenizer.from_pretrained(tiny_models / "target")
     rows = [{"id": f"q{i}", "question": f"What is {i} + {i}?", "response": f"{i}+{i}={2 * i}\n#### {2 * i}"}

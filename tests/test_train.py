@@ -16,7 +16,10 @@ from specdraft.io import InputError
 from specdraft.prompts import STYLES, messages, render
 from specdraft.train.acceptance import simulated_acceptance
 from specdraft.train.distill import DistillConfig, distill
-from specdraft.train.sft import TrainConfig, build_examples, make_trainer, split, train_and_save
+from specdraft.train.examples import build_examples, split
+from specdraft.train.settings import TrainConfig
+from specdraft.train.sft import train_and_save
+from specdraft.train.trainers import make_trainer
 
 CFG = TrainConfig(method="lora", learning_rate=2e-3, epochs=1, batch_size=2, grad_accum=1, max_length=256,
                   warmup_ratio=0.0, val_share=0.0, logging_steps=1, save_steps=1000)
@@ -24,8 +27,8 @@ CFG = TrainConfig(method="lora", learning_rate=2e-3, epochs=1, batch_size=2, gra
 
 def _rows(local_prompts, n):
     _, qs = local_prompts
-    return [{"id": f"q{i}", "question": q, "answer": "7", "response": "Step one.\n3 + 4 = 7\n#### 7"}
-            for i, q in enumerate(qs[:n])]
+    return [{"id": f"q{i}", "question": q, "answer": "7", "response": "Step one.\n3 + 4 = 7\n#### 7",
+             "response_ids": [28, 29, 30, 2]} for i, q in enumerate(qs[:n])]  # ids: what distill records
 
 
 def test_labels_mask_every_prompt_token_and_prompt_matches_evaluation(base_models, local_prompts, tmp_path):
@@ -91,7 +94,8 @@ def _interrupted(model, rows, prompts, cfg, ck, step, live=None):
     record, and its curves in `live` when given)."""
     import json
 
-    from specdraft.train.sft import RUN_FILE, run_fingerprint, training_args
+    from specdraft.train.checkpoints import RUN_FILE, run_fingerprint
+    from specdraft.train.settings import training_args
 
     ex = build_examples(rows, prompts, "cot", "response")
     train, val = split(ex, cfg.val_share, cfg.seed)
@@ -128,7 +132,7 @@ def test_training_resumes_only_with_the_same_settings(tiny_models, local_prompts
 def test_full_fine_tuning_in_bf16_keeps_fp32_master_weights(tiny_models, local_prompts, tmp_path):
     """bf16 is autocast: the optimizer updates fp32 parameters (in bf16 weights most of
     AdamW's updates at a 2e-5 learning rate would round away). A LoRA base may be bf16."""
-    from specdraft.train.sft import weights_dtype
+    from specdraft.train.settings import weights_dtype
 
     prompts, _ = local_prompts
     cfg = dataclasses.replace(CFG, method="full", bf16=True, learning_rate=2e-5)
@@ -232,14 +236,16 @@ def test_distill_leaves_out_empty_answers_and_counts_them(tmp_path, local_prompt
     rows = [{"id": "q0", "question": "1+1?", "answer": "2"}, {"id": "q1", "question": "2+2?", "answer": "4"}]
     res = Resumable(tmp_path / "p.jsonl", "fp")
     for r, out, ok in (("q0", "1+1=2\n#### 2", True), ("q1", "  ", False)):
-        res.add({"id": r, "answer": "2", "output": out, "extracted": None, "extraction_path": "none",
-                 "correct": ok, "output_tokens": 3, "truncated": False})
+        res.add({"id": r, "answer": "2", "output": out, "token_ids": [5, 6, 2], "extracted": None,
+                 "extraction_path": "none", "correct": ok, "output_tokens": 3, "truncated": False})
     kept, m = distill(tmp_path / "no-model-needed", rows, "cot", prompts, GenerationConfig(), DistillConfig(), res)
     assert [k["id"] for k in kept] == ["q0"] and (m["n"], m["kept"], m["empty"]) == (2, 1, 1)
+    assert kept[0]["response_ids"] == [5, 6, 2]  # the ids as generated travel with the text
 
 
 def test_simulated_acceptance_matches_engine_counts(base_models, local_prompts):
-    """The teacher-forced acceptance equals what the hf engine counts while decoding."""
+    """The teacher-forced acceptance, on the ids the target generated, equals what the hf
+    engine counts while decoding (no answer here ends within k tokens of the budget)."""
     prompts, qs = local_prompts
     eng = HFEngine(base_models / "target", base_models / "draft",
                    GenerationConfig(max_new_tokens=20, num_speculative_tokens=2))
@@ -247,7 +253,7 @@ def test_simulated_acceptance_matches_engine_counts(base_models, local_prompts):
     for q in qs[:3]:
         s = eng.generate_one(eng.render(messages(prompts, "cot", q)), "draft")
         spec.append(s)
-        rows.append({"question": q, "response": s.text, "truncated": s.truncated})
+        rows.append({"question": q, "response": s.text, "response_ids": s.token_ids, "truncated": s.truncated})
     sim = simulated_acceptance(base_models / "target", base_models / "draft", rows, "cot", prompts, 2)
     assert sim["accepted"] == sum(s.accepted for s in spec)
     assert sim["rounds"] == sum(s.rounds for s in spec)
@@ -257,7 +263,7 @@ def test_distribution_loss_is_forward_reverse_or_mixed_kl():
     """The KD loss against hand-computed KLs of two known distributions."""
     import math
 
-    from specdraft.train.sft import distribution_loss
+    from specdraft.train.trainers import distribution_loss
 
     p, q = [0.9, 0.1], [0.5, 0.5]  # target, draft
     t, s = torch.tensor([[math.log(x) for x in p]]), torch.tensor([[math.log(x) for x in q]])
@@ -279,7 +285,7 @@ def _kl_to_teacher(student_dir, teacher_dir, rows, prompts):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from specdraft.prompts import messages, render
-    from specdraft.train.sft import distribution_loss
+    from specdraft.train.trainers import distribution_loss
 
     tok = AutoTokenizer.from_pretrained(teacher_dir)
     s = AutoModelForCausalLM.from_pretrained(student_dir).eval()
@@ -300,7 +306,7 @@ def test_kd_draft_moves_toward_the_target_distribution(tiny_models, local_prompt
     """objective kd: the draft trained against the (tiny random) target's distribution ends
     closer to it than it started and closer than the SFT draft trained on the same rows
     with the same steps; the metrics name the objective and its settings."""
-    from specdraft.train.sft import KDSettings
+    from specdraft.train.settings import KDSettings
 
     prompts, _ = local_prompts
     rows = _rows(local_prompts, 6)

@@ -24,9 +24,9 @@ SECTIONS = {
     "teacher": "specdraft.teacher.core:TeacherConfig",
     "models": "specdraft.generate.models:ModelsConfig",
     "generation": "specdraft.generate.api:GenerationConfig",
-    "train_target": "specdraft.train.sft:TrainConfig",
-    "train_draft": "specdraft.train.sft:TrainConfig",
-    "train_draft_kd": "specdraft.train.sft:KDSettings",
+    "train_target": "specdraft.train.settings:TrainConfig",
+    "train_draft": "specdraft.train.settings:TrainConfig",
+    "train_draft_kd": "specdraft.train.settings:KDSettings",
     "distill": "specdraft.train.distill:DistillConfig",
     "eval": "specdraft.evaluate.run:EvalConfig",
 }

@@ -17,7 +17,9 @@ Plain decoding is the same loop with k = 0, so plain and speculative timings sha
 every line of code but the drafting. The output equals plain greedy decoding token for
 token whenever the target's argmax does not depend on how many rows a forward has
 (tests check it against `generate()` and across kernels). The counts are exact: rounds
-= target forwards, proposed = drafted tokens, accepted = drafted tokens kept.
+= target forwards, proposed = drafted tokens, accepted = drafted tokens kept, counted
+by the one round accounting (specdraft.generate.rounds) that train_draft's teacher-forced
+estimate uses too.
 
 `simulate` runs the same loop with the target's choices read from its known greedy output
 instead of computed: the draft makes exactly the calls it makes in real speculative
@@ -30,6 +32,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from typing import Any
+
+from specdraft.generate.rounds import Rounds
 
 
 @dataclasses.dataclass
@@ -91,12 +95,11 @@ def _loop(verifier: Any, prompt_ids: list[int], max_new_tokens: int, eos: set[in
     out: list[int] = []
     t_pending = list(prompt_ids)  # fed to the target next round
     d_pending = list(prompt_ids)  # fed to the draft next round
-    rounds = proposed = accepted = 0
-    hist = [0] * (k + 1) if speculative else []
+    counts = Rounds(k if speculative else 0, max_new_tokens)
     target_s = draft_s = 0.0
     with torch.inference_mode():
         while len(out) < max_new_tokens:
-            n = min(k, max_new_tokens - len(out) - 1) if speculative else 0
+            n = counts.drafted(len(out))
             props: list[int] = []
             if n:
                 t0 = time.perf_counter()
@@ -108,8 +111,6 @@ def _loop(verifier: Any, prompt_ids: list[int], max_new_tokens: int, eos: set[in
             t0 = time.perf_counter()
             choice = verifier.choices(t_pending, props, len(out))  # the target's token after each prefix
             target_s += time.perf_counter() - t0
-            rounds += 1
-            proposed += n
             a = 0
             while a < n and props[a] == choice[a]:
                 a += 1
@@ -117,9 +118,7 @@ def _loop(verifier: Any, prompt_ids: list[int], max_new_tokens: int, eos: set[in
             stop = next((i for i, t in enumerate(new) if t in eos), None)
             if stop is not None:
                 new = new[:stop + 1]
-            accepted += min(a, len(new))
-            if n:  # a drafting round (the last token of the budget is decoded without one)
-                hist[min(a, len(new))] += 1
+            counts.record(n, min(a, len(new)))  # an accepted EOS ends the answer: nothing after it counts
             out += new
             if stop is not None:
                 break
@@ -133,7 +132,8 @@ def _loop(verifier: Any, prompt_ids: list[int], max_new_tokens: int, eos: set[in
                     d_cache.crop(-(n - 1 - a))
                 d_pending = ([props[-1]] if a == n else []) + [choice[a]]
             t_pending = [choice[a]]
-    return Decoded(out[:max_new_tokens], rounds, proposed, accepted, target_s, draft_s, hist)
+    return Decoded(out[:max_new_tokens], counts.rounds, counts.proposed, counts.accepted, target_s, draft_s,
+                   counts.hist)
 
 
 def decode(target: Any, prompt_ids: list[int], max_new_tokens: int, eos: set[int],

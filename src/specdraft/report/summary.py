@@ -239,6 +239,28 @@ def _how_measured(m: dict[str, Any]) -> list[str]:
     return out
 
 
+def headline(evals: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """metrics/headline.json, the review view (`make diff`): per scenario and configuration,
+    accuracy; for a plain configuration its mean output tokens, for a speculative one its
+    acceptance rate, mean accepted length and speedup. A speculative configuration's tokens
+    are its plain twin's (its output is the same, checked by the divergence count), so they
+    are left out to keep the view short (3 scenarios, 3 speculative variants per style: 90
+    values). Nothing here moves between two runs of the same code but the speedup."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for sc, ev in evals.items():
+        for config, m in ev.items():
+            if config.startswith("_"):
+                continue
+            row = {"accuracy": m["accuracy"]}
+            if m.get("num_speculative_tokens"):
+                row.update(acceptance_rate=m["acceptance_rate"], mean_acceptance_length=m["mean_acceptance_length"],
+                           speedup=m.get("speedup"))
+            else:
+                row["mean_output_tokens"] = m["mean_output_tokens"]
+            out.setdefault(sc, {})[config] = {k: None if v is None else round(v, 4) for k, v in row.items()}
+    return out
+
+
 FIGURES = ("report_accuracy_vs_tokens", "report_speedup", "report_acceptance", "report_speedup_vs_length",
            "report_training_curves")
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from specdraft.config import get, load_params
 from specdraft.io import read_json, write_json, write_text
-from specdraft.report.summary import figures, load_eval, summary
-from specdraft.report.verdicts import headline
+from specdraft.report.summary import figures, headline, load_eval, summary
 from specdraft.stages._cli import run
 
 

@@ -3,7 +3,7 @@ distilled from the trained target, on the target's answers to its training quest
 
 `--objective sft` (train_draft): cross-entropy on the answers' tokens. `--objective kd`
 (train_draft_kd): the divergence from the target's token distribution at the same
-positions (specdraft.train.sft.distribution_loss, settings in train_draft_kd); both use
+positions (specdraft.train.trainers.distribution_loss, settings in train_draft_kd); both use
 train_draft's steps, learning rate and data, so the two drafts differ in the loss only.
 
 Reads data/distilled/<scenario>-<style>.jsonl; writes the draft to --out and curves, final
@@ -26,7 +26,8 @@ from specdraft.prompts import PromptsConfig
 from specdraft.schema import check_all
 from specdraft.stages._cli import run
 from specdraft.stages._models import CKPT, add_name_args, run_name
-from specdraft.train.sft import KDSettings, TrainConfig, train_and_save
+from specdraft.train.settings import KDSettings, TrainConfig
+from specdraft.train.sft import train_and_save
 
 log = logging.getLogger("train_draft")
 

@@ -19,7 +19,8 @@ from specdraft.schema import check_all
 from specdraft.stages._cli import run
 from specdraft.stages._models import CKPT, add_name_args, run_name
 from specdraft.teacher.core import training_rows
-from specdraft.train.sft import TrainConfig, train_and_save
+from specdraft.train.settings import TrainConfig
+from specdraft.train.sft import train_and_save
 
 log = logging.getLogger("train_target")
 

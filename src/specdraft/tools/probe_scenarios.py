@@ -35,7 +35,8 @@ from specdraft.generate.resume import Resumable
 from specdraft.prompts import PromptsConfig, messages
 from specdraft.teacher.core import TeacherConfig
 from specdraft.teacher.pipeline import run_cod, run_cot
-from specdraft.train.sft import TrainConfig, train_and_save
+from specdraft.train.settings import TrainConfig
+from specdraft.train.sft import train_and_save
 
 
 def answers(model: Path, rows: list[dict[str, Any]], style: str, prompts: PromptsConfig, gen: GenerationConfig,

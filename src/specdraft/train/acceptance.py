@@ -1,11 +1,13 @@
 """How well a draft would be accepted on the target's own answers, measured while training.
 
-Exact and cheap: greedy speculative decoding accepts a drafted token iff it equals the
-target's next greedy token, and the target's greedy continuation is the distilled text,
-so one teacher-forced forward of the draft over prompt + answer gives every acceptance
-decision of every round for a fixed draft length. (Evaluation measures acceptance with
-the decoding loop itself: specdraft.generate.greedy.simulate.) Kept apart from the
-generation engines so that train_draft does not depend on them.
+Exact up to rounding and cheap: greedy speculative decoding accepts a drafted token iff it
+equals the target's next greedy token, and the target's greedy continuation is its
+distilled answer (the token ids it generated), so one teacher-forced forward of the draft
+over prompt + answer gives every acceptance decision of every round for a fixed draft
+length; the rounds are then counted by the decoding loop's own rule
+(specdraft.generate.rounds.count_rounds). Evaluation measures acceptance with the decoding
+loop itself (specdraft.generate.greedy.simulate). Kept apart from the generation engines so
+that train_draft does not depend on them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from specdraft.generate.rounds import count_rounds
+from specdraft.io import InputError
 from specdraft.prompts import PromptsConfig, messages
 
 
@@ -20,44 +24,38 @@ def simulated_acceptance(model_dir: Path, draft_dir: Path, rows: list[dict[str, 
                          prompts: PromptsConfig, k: int, dtype: str = "float32",
                          device: str = "cpu") -> dict[str, float]:
     """Acceptance a draft would get with greedy speculative decoding (draft length k) on
-    the target's own outputs `rows[i]['response']` (see the module docstring), with the
-    draft on `device` (the training device: a 0.5B draft over ~100 answers of ~1k tokens
-    is minutes on a CPU and seconds on a GPU)."""
+    the target's own outputs, the token ids it generated (`rows[i]['response_ids']`, EOS
+    included when it stopped; decoded text would not always re-tokenise to them), with
+    the draft on `device` (the training device: a 0.5B draft over ~100 answers of ~1k
+    tokens is minutes on a CPU and seconds on a GPU). The rounds are counted by the
+    decoding loop's own rule (specdraft.generate.rounds), with no token budget: the
+    estimate drafts k tokens up to the answer's end, as decoding does unless the answer
+    ends within k tokens of generation.max_new_tokens."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from specdraft.evaluate.stats import acceptance_stats
+    from specdraft.evaluate.stats import acceptance_stats, pooled_hist
     from specdraft.generate.models import torch_dtype
     from specdraft.prompts import render
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     draft = AutoModelForCausalLM.from_pretrained(draft_dir, dtype=torch_dtype(dtype)).to(device).eval()
-    rounds = proposed = accepted = 0
-    hist = [0] * (k + 1)
+    counted = []
     for r in rows:
+        if not r.get("response_ids"):
+            raise InputError(f"distilled row {r.get('id', '?')}: no response_ids (the target's generated token ids; "
+                             "re-run the distill stage)")
         prompt = render(tok, messages(prompts, style, r["question"]))
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tok(r["response"], add_special_tokens=False)["input_ids"]
-        if not r.get("truncated"):  # a finished answer ends with EOS, which is drafted too
-            a_ids.append(tok.eos_token_id)
+        a_ids = list(r["response_ids"])
         ids = torch.tensor([p_ids + a_ids], device=device)
         with torch.inference_mode():
             pred = draft(ids).logits[0, len(p_ids) - 1:-1].argmax(-1).tolist()
-        match = [int(p == t) for p, t in zip(pred, a_ids, strict=True)]
-        pos = 0
-        while pos < len(a_ids):
-            n = min(k, len(a_ids) - pos - 1)  # no drafting past the end
-            acc = 0
-            while acc < n and match[pos + acc]:
-                acc += 1
-            rounds += 1
-            proposed += n
-            accepted += acc
-            if n:
-                hist[acc] += 1
-            pos += acc + 1
-    return {"k": k, "rounds": rounds, "proposed": proposed, "accepted": accepted,
-            **acceptance_stats(proposed, accepted, hist)}
+        counted.append(count_rounds([p == t for p, t in zip(pred, a_ids, strict=True)], k,
+                                    len(a_ids) if r.get("truncated") else None))
+    proposed, accepted = sum(c.proposed for c in counted), sum(c.accepted for c in counted)
+    return {"k": k, "rounds": sum(c.rounds for c in counted), "proposed": proposed, "accepted": accepted,
+            **acceptance_stats(proposed, accepted, pooled_hist([c.hist for c in counted]) or [0] * (k + 1))}
 
 
 def held_out_acceptance(rows: list[dict[str, Any]], prompts: PromptsConfig, style: str, val_share: float, seed: int,

@@ -40,8 +40,8 @@ def distill(target_dir: Path, rows: list[dict[str, Any]], style: str, prompts: P
             batched_answers(engine, rows, texts, resume, f"distill {target_dir.name}")
     done = [{"id": r["id"], "question": r["question"], **{k: v for k, v in resume.done[r["id"]].items()
                                                            if k in KEEP_FIELDS}} for r in rows]
-    for d in done:
-        d["response"] = d.pop("output")
+    for d in done:  # the answer as text (for training) and as the ids the target generated (for acceptance)
+        d["response"], d["response_ids"] = d.pop("output"), d.pop("token_ids")
     # An answer that is nothing but the end of the turn gives the draft no token to learn
     # to propose (and training refuses an empty response): left out and counted.
     empty = [r for r in done if not r["response"].strip()]
@@ -56,4 +56,5 @@ def distill(target_dir: Path, rows: list[dict[str, Any]], style: str, prompts: P
     return kept, metrics
 
 
-KEEP_FIELDS = ("answer", "output", "extracted", "extraction_path", "correct", "output_tokens", "truncated")
+KEEP_FIELDS = ("answer", "output", "token_ids", "extracted", "extraction_path", "correct", "output_tokens",
+               "truncated")
