@@ -125,8 +125,9 @@ def tiny_models(tmp_path_factory) -> Path:
 # The whole local pipeline at small counts, run once per session with the real DVC CLI in
 # a fresh clone: the end-to-end test checks its outputs; the scale-out tests (vllm engine,
 # queued experiments, a shared remote) start from it instead of running it again.
+# The opt-in KD draft for one scenario keeps its stages (train_draft_kd, evaluate_kd) tested.
 PIPELINE_OVERRIDES = ["prepare.n_train=8", "prepare.n_test=3", "prepare.n_val=4", "generation.max_new_tokens=24",
-                      "train_target.epochs=1", "train_draft.epochs=1"]
+                      "train_target.epochs=1", "train_draft.epochs=1", "train_draft_kd.scenarios=[gsm8k]"]
 
 
 class PipelineRun:

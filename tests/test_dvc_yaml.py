@@ -74,3 +74,30 @@ def test_the_params_check_names_missing_and_extra_keys(tmp_path, root):
     problems = [p for p in pd.params_mismatches(tmp_path / "t", root) if p.startswith("compare@gsm8k:")]
     assert problems == ["compare@gsm8k: reads params key eval.variants but does not declare it",
                         "compare@gsm8k: declares params key eval.comparisons but never reads it"]
+
+
+def test_the_kd_draft_is_opt_in_per_scenario(tmp_path, root):
+    """No KD stage by default; train_draft_kd.scenarios adds train_draft_kd and evaluate_kd
+    for exactly those scenarios (their code deps exact too), evaluate_kd writing only its
+    own configuration; an unknown scenario name is refused before any stage runs."""
+    import pytest
+    import yaml
+
+    from specdraft.io import InputError
+    from specdraft.schema import check_all
+
+    assert not [s.name for s in pd.stages(root) if "kd" in s.name]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train_draft_kd"]["scenarios"] = ["math_algebra_l12"]
+    (tmp_path / "dvc.yaml").write_text((root / "dvc.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run([venv_bin("dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, check=True, timeout=120)
+    kd = sorted(s.name for s in pd.stages(tmp_path) if "kd" in s.name)
+    assert kd == [f"{st}@math_algebra_l12-{y}" for st in ("evaluate_kd", "train_draft_kd") for y in ("cod", "cot")]
+    assert pd.code_mismatches(tmp_path) == []
+    stage = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["evaluate_kd"]
+    assert stage["outs"] == ["data/eval/${item.scenario}/${item.style}_sd_kd.jsonl"]
+    assert "--variant sd_kd=kd" in stage["cmd"] and "eval.variants" not in stage["params"]
+    params["train_draft_kd"]["scenarios"] = ["gsm8k", "gsm9k"]
+    with pytest.raises(InputError, match=r"train_draft_kd.scenarios: \['gsm9k'\] not in scenarios"):
+        check_all(params)

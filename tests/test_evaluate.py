@@ -211,3 +211,26 @@ def test_evaluation_runs_the_runs_kernel_path_whatever_the_probe_said(tiny_model
     for c in ("cot", "cot_sd"):
         m = json.loads((tmp_path / f"metrics0/{c}.json").read_text())
         assert m["cpu_kernels_setting"] == "auto" and m["applied"]["generation.cpu_kernels"] == "default"
+
+
+def test_an_opt_in_variant_writes_only_its_own_files(tiny_models, sample_rows, local_prompts, tmp_path):
+    """evaluate_kd's call (`--variant sd_kd=kd`): its variant, not eval.variants, measured
+    against the plain configuration it decodes and times itself; the plain files are left
+    to the evaluate stage, the variant's are identical to what evaluate would write."""
+    prompts, _ = local_prompts
+    rows = sample_rows[:3]
+    cfg = EvalConfig(variants={"sd": Variant("trained")}, timed_prompts=2, sweep_k=[1, 2])
+    val = ("val.jsonl", sample_rows[3:5])
+    args = (rows, prompts, GEN, cfg, None)
+    both = evaluate("gsm8k", "cot", tiny_models / "target", {"sd": tiny_models / "draft"}, *args,
+                    PassFiles(tmp_path / "p1", "cot", "fp"), tmp_path / "a", tmp_path / "a", None, val)
+    only = evaluate("gsm8k", "cot", tiny_models / "target", {"sd_kd": tiny_models / "draft"}, *args,
+                    PassFiles(tmp_path / "p2", "cot_sd_kd", "fp"), tmp_path / "b", tmp_path / "b", None, val,
+                    variants={"sd_kd": Variant("kd")}, write_plain=False)
+    assert set(both) == {"cot", "cot_sd"} and set(only) == {"cot_sd_kd"}
+    assert sorted(f.name for f in (tmp_path / "b").iterdir()) == ["cot_sd_kd.json", "cot_sd_kd.jsonl"]
+    a, b = both["cot_sd"], only["cot_sd_kd"]
+    keys = ["accuracy", "acceptance_rate", "mean_acceptance_length", "acceptance_per_position", "diverging_outputs"]
+    assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+    assert [r["mean_acceptance_length"] for r in a["k_sweep"]] == [r["mean_acceptance_length"] for r in b["k_sweep"]]
+    assert b["simulation_matches_engine"] == b["timed_n"] == 2 and b["speedup"] > 0

