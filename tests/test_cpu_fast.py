@@ -151,6 +151,58 @@ def test_simulation_reproduces_the_engine_counts_with_early_eos(quant, vocab):
         assert (sim.rounds, sim.proposed, sim.accepted) == (spec.rounds, spec.proposed, spec.accepted)
 
 
+@pytest.mark.parametrize("kernels", ["default", "onednn"])
+def test_a_cached_prompt_prefix_changes_no_output_and_no_count(kernels):
+    """Prompts sharing 30 tokens (a system prompt): plain, speculative and simulated runs
+    from the prefix's caches give the same tokens and counts as runs that prefill the whole
+    prompt; a prompt that does not extend the prefix is prefilled whole."""
+    from specdraft.generate.greedy import common_prefix, prefill, simulate
+
+    target = tiny_llama()
+    draft = draft_mod.quantize_int8(self_draft(target, 2))
+    if kernels == "onednn":
+        pack_linears(target)
+        pack_linears(draft)
+    system = prompts(1, seed=7)[0] * 3
+    rows = [system[:30] + q for q in prompts(3)]
+    shared = common_prefix(rows)
+    assert shared[:30] == system[:30] and all(len(shared) < len(r) for r in rows)
+    prefix = prefill([target, draft], shared)
+    for ids in rows + prompts(1, seed=9):  # the last one does not start with the prefix
+        plain, cached = decode(target, ids, 24, {EOS}), decode(target, ids, 24, {EOS}, prefix=prefix)
+        spec = decode(target, ids, 24, {EOS}, draft=draft, k=3, prefix=prefix)
+        sim = simulate(draft, ids, cached.token_ids, {EOS}, 3, 24, prefix=prefix)
+        uncached_sim = simulate(draft, ids, plain.token_ids, {EOS}, 3, 24)
+        assert cached.token_ids == plain.token_ids == spec.token_ids == sim.token_ids
+        assert (sim.rounds, sim.proposed, sim.accepted, sim.hist) == (spec.rounds, spec.proposed, spec.accepted,
+                                                                      spec.hist)
+        assert (uncached_sim.proposed, uncached_sim.accepted) == (sim.proposed, sim.accepted)
+    # the prefix's caches are copied, never extended: still exactly the prefix
+    assert all(c.get_seq_length() == len(shared) for c in prefix.caches.values())
+    assert common_prefix([[1, 2, 3], [1, 2, 3]]) == [1, 2] and common_prefix([[1, 2], [3, 4]]) == []
+
+
+def test_an_engine_prefills_its_prompts_shared_prefix_once(tiny_models, local_prompts):
+    """HFEngine.cache_prefix on rendered chat prompts: the shared part is the template and
+    the system prompt; with generation.prefix_cache off it caches nothing."""
+    from specdraft.generate.hf_engine import HFEngine
+    from specdraft.prompts import messages
+
+    prompts_cfg, _ = local_prompts
+    gen = GenerationConfig(max_new_tokens=12, num_speculative_tokens=2)
+    with HFEngine(tiny_models / "target", {"sd": tiny_models / "draft"}, gen) as eng:
+        texts = [eng.render(messages(prompts_cfg, "cod", q)) for q in ("What is 2 + 3?", "Solve x + 1 = 4.")]
+        plain = [eng.generate_one(t) for t in texts]
+        n = eng.cache_prefix(texts)
+        system = eng.tokenizer(eng.render(messages(prompts_cfg, "cod", "Q")), add_special_tokens=False)["input_ids"]
+        assert 0 < n < len(system) and len(eng.prefix.caches) == 2  # the target and the draft
+        for t, p in zip(texts, plain, strict=True):
+            assert eng.generate_one(t).token_ids == eng.generate_one(t, "sd").token_ids == p.token_ids
+    off = dataclasses.replace(gen, prefix_cache=False)
+    with HFEngine(tiny_models / "target", {"sd": tiny_models / "draft"}, off) as eng:
+        assert eng.cache_prefix(texts) == 0 and eng.prefix.caches == {}
+
+
 def test_stops_after_eos_and_at_the_token_budget():
     target = tiny_llama()
     for ids in prompts(6):

@@ -55,7 +55,7 @@ def _run(tiny, rows, prompts, tmp_path):
 def test_one_process_evaluates_plain_and_every_variant(tiny_models, sample_rows, local_prompts, tmp_path):
     prompts, _ = local_prompts
     preds, files = _run(tiny_models, sample_rows, prompts, tmp_path)
-    assert set(preds) == {"plain", "sd", "sd_untrained"}
+    assert set(preds) == {"plain", "sd", "sd_untrained", "prefix_tokens"}
     assert [p["id"] for p in preds["plain"]] == [r["id"] for r in sample_rows]
     timed = [p for p in preds["plain"] if p["timed"]]
     assert len(timed) == 3 and all(p["latency_s"] > 0 for p in timed)

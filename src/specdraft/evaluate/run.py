@@ -128,6 +128,11 @@ def evaluate_target(engine: Engine, rows: list[dict[str, Any]], style: str, prom
     variants on the target's plain answers to those questions (key 'sweep': {variant:
     k_sweep rows}; hf engine only)."""
     texts = {r["id"]: engine.render(messages(prompts, style, r["question"])) for r in rows}
+    sweep_variants, ks, val = sweep
+    val_texts = {r["id"]: engine.render(messages(prompts, style, r["question"])) for r in val}
+    prefix_tokens = None
+    if variants and hasattr(engine, "cache_prefix"):  # batch-1 passes follow: one prefix for all of them
+        prefix_tokens = engine.cache_prefix([*texts.values(), *val_texts.values()])
     plain = batched_answers(engine, rows, texts, files.open("plain"))
     timed_rows = rows[:timed_prompts] if variants else []  # the test set is drawn at random by prepare
     configs: list[str | None] = [None, *variants]
@@ -140,9 +145,8 @@ def evaluate_target(engine: Engine, rows: list[dict[str, Any]], style: str, prom
             if v is not None:
                 spec[v] = speculative_answers(engine, rows, texts, plain, v, files.open(f"{v}.speculative"))
     out: dict[str, Any] = predictions(rows, plain, timed, spec, engine.draft_subset)
-    sweep_variants, ks, val = sweep
+    out["prefix_tokens"] = prefix_tokens
     if sweep_variants and ks and val and hasattr(engine, "simulate"):
-        val_texts = {r["id"]: engine.render(messages(prompts, style, r["question"])) for r in val}
         val_plain = batched_answers(engine, val, val_texts, files.open("val.plain"), "validation answers (batched)")
         out["sweep"] = {v: k_sweep(engine, val, val_texts, val_plain, v, ks) for v in sweep_variants}
         # the target's forward time for 1..max(k)+1 new tokens: each k's verify cost
@@ -378,7 +382,9 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
     if hf:  # the kernel path in use (`auto`: the kernels stage's decision for the whole run)
         common.update({"cpu_kernels": getattr(engine, "cpu_kernels", gen.cpu_kernels),
                        "cpu_kernels_setting": setting.cpu_kernels,
-                       "decode_loop": gen.decode_loop if drafts else None})
+                       "decode_loop": gen.decode_loop if drafts else None,
+                       # the shared prompt prefix prefilled once for the batch-1 passes (0: off)
+                       "prefix_cache_tokens": preds["prefix_tokens"]})
     out = {name: {"config": name, **common, "draft": None, **plain_metrics(preds["plain"])}}
     for v, d in drafts.items():
         # vllm loads the draft as saved: the hf engine's int8 draft and restricted head do not apply

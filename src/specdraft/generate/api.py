@@ -47,6 +47,11 @@ class GenerationConfig:
     # hf engine, batch-1 decoding: `specdraft` (specdraft.generate.greedy, plain and
     # speculative in one lean loop) or `transformers` (model.generate / assisted generation).
     decode_loop: str = setting("specdraft", choices=LOOPS)
+    # hf engine, the `specdraft` loop: the prompts' shared first tokens (chat template,
+    # system prompt, few-shot turns) are prefilled once per engine and every batch-1
+    # decode, plain or speculative, starts from a copy of that KV cache (vLLM: its own
+    # prefix caching). Off: each decode prefills its whole prompt.
+    prefix_cache: bool = True
     # hf engine on a CPU: `onednn` packs fp32 linear weights once for oneDNN
     # (specdraft.generate.cpu_kernels); `default` is torch's own path; `auto` times both on
     # the target once per run (the kernels stage) and keeps the faster by a margin. Not applied on a GPU.

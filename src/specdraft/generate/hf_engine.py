@@ -135,6 +135,9 @@ class HFEngine:
             gc.assistant_confidence_threshold = 0.0  # never stop drafting early
             self.drafts[name] = self._cheapen_draft(draft)
         self._torch = torch
+        from specdraft.generate.greedy import NO_PREFIX
+
+        self.prefix = NO_PREFIX  # cache_prefix: the shared prompt prefix's caches
 
     def close(self) -> None:
         """Drop the models (the process's memory is returned as their tensors are freed)."""
@@ -244,12 +247,27 @@ class HFEngine:
             res.accepted_hist = None  # assisted generation does not say how each round went
         return res
 
+    def cache_prefix(self, prompts: list[str]) -> int:
+        """Prefill the longest token prefix all `prompts` share, once, for the target and
+        every draft (generation.prefix_cache, the `specdraft` loop): the batch-1 decodes and
+        simulations of prompts that extend it start from copies of these caches. Called once
+        per engine with every prompt it will see, so that plain, speculative and simulated
+        runs split each prompt at the same token. Returns the prefix's length in tokens."""
+        from specdraft.generate.greedy import NO_PREFIX, common_prefix, prefill
+
+        if not (self.cfg.prefix_cache and self.cfg.decode_loop == "specdraft"):
+            return 0
+        ids = common_prefix([self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts])
+        self.prefix = prefill([self.model, *self.drafts.values()], ids) if ids else NO_PREFIX
+        return len(ids)
+
     def _generate_lean(self, prompt_ids: list[int], draft: Any) -> GenOutput:
         from specdraft.generate.greedy import decode
 
         self._sync()
         t = time.perf_counter()
-        d = decode(self.model, prompt_ids, self.cfg.max_new_tokens, self.eos, draft, self.cfg.num_speculative_tokens)
+        d = decode(self.model, prompt_ids, self.cfg.max_new_tokens, self.eos, draft, self.cfg.num_speculative_tokens,
+                   self.prefix)
         self._sync()
         res = self._finish(d.token_ids, len(prompt_ids), time.perf_counter() - t)
         if draft is not None:
@@ -264,7 +282,7 @@ class HFEngine:
         from specdraft.generate.greedy import simulate
 
         return simulate(self._pick(draft), prompt_ids, target_ids, self.eos, k or self.cfg.num_speculative_tokens,
-                        self.cfg.max_new_tokens)
+                        self.cfg.max_new_tokens, self.prefix)
 
     def forward_ms(self, rows: list[int]) -> dict[int, float]:
         """The target's forward time for r new tokens (a decode step at r = 1, a verify of

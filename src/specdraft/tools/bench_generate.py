@@ -19,7 +19,8 @@ target's outputs; and for each k: acceptance, tokens per round, measured speedup
 of per-prompt ratios, plain and speculative alternating per prompt), Leviathan's
 predicted speedup with verify = 1 and with the measured verify cost, efficiency
 (measured / predicted with verify = 1) and how many outputs equal plain greedy output.
-Every ratio compares numbers measured in this run; nothing is a timed test.
+And the prompt-prefix cache's effect on plain and speculative time (on and off, alternating
+per prompt). Every ratio compares numbers measured in this run; nothing is a timed test.
 """
 
 from __future__ import annotations
@@ -122,6 +123,35 @@ def speculative(eng: HFEngine, prompts: list[str], k: int, c: float) -> dict[str
             "same_as_plain": same, "prompts": len(prompts)}
 
 
+def prefix_effect(eng: HFEngine, prompts: list[str], k: int) -> dict[str, Any]:
+    """Plain and speculative (k) batch-1 decoding with the prompts' shared prefix cached
+    (generation.prefix_cache) and without, alternating per prompt on one engine: seconds
+    per answer, the speedup either way, and how many outputs are unchanged."""
+    from specdraft.generate.greedy import NO_PREFIX
+
+    n = eng.cache_prefix(prompts)
+    cached, times = eng.prefix, {m: {"plain": [], "spec": []} for m in ("on", "off")}
+    same = 0
+    for i, p in enumerate(prompts):
+        outs = {}
+        for mode in (("on", "off") if i % 2 == 0 else ("off", "on")):
+            eng.prefix = cached if mode == "on" else NO_PREFIX
+            a, b = eng.generate_one(p), eng.generate_one(p, "draft")
+            times[mode]["plain"].append(a.latency_s)
+            times[mode]["spec"].append(b.latency_s)
+            outs[mode] = (a.token_ids, b.token_ids)
+        same += outs["on"][0] == outs["off"][0] == outs["on"][1] == outs["off"][1]
+    eng.prefix = NO_PREFIX
+    prompt_tokens = statistics.mean(len(eng.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    out: dict[str, Any] = {"k": k, "prefix_tokens": n, "prompt_tokens_mean": prompt_tokens, "same_outputs": same,
+                           "prompts": len(prompts)}
+    for m, t in times.items():
+        out[m] = {"plain_s": statistics.mean(t["plain"]), "spec_s": statistics.mean(t["spec"]),
+                  "speedup": statistics.median(a / b for a, b in zip(t["plain"], t["spec"], strict=True))}
+    out["plain_on_over_off"] = out["on"]["plain_s"] / out["off"]["plain_s"]
+    return out
+
+
 def run(target: Path, draft: Path, questions: list[str], draft_data: tuple[list[str], list[str]],
         prompts_cfg: PromptsConfig, max_new: int, ks: list[int], draft_vocab: int, today_ks: list[int]) -> dict:
     paths = {
@@ -183,6 +213,7 @@ def run(target: Path, draft: Path, questions: list[str], draft_data: tuple[list[
 
     res["speculative"] = {"fast": [speculative(engines["fast"], prompts, k, None) for k in ks],
                           "today": [speculative(engines["today"], prompts, k, None) for k in today_ks]}
+    res["prefix_cache"] = prefix_effect(engines["fast"], prompts, max(ks))
     return res
 
 
@@ -221,7 +252,12 @@ def print_table(res: dict) -> None:
                     f"{r['same_as_plain']}/{r['prompts']}")
             print("  " + " ".join(f"{v!s:>10}" for v in vals))
     print("  efficiency = measured / predicted with verify = 1 (Leviathan et al. 2023, Thm 3.8); verify and c "
-          "from the decoding loop's own timers\n")
+          "from the decoding loop's own timers")
+    pc = res["prefix_cache"]
+    print(f"  prefix cache (fast path, k = {pc['k']}): {pc['prefix_tokens']} of {pc['prompt_tokens_mean']:.0f} prompt "
+          f"tokens prefilled once; s/answer plain {pc['off']['plain_s']:.3f} -> {pc['on']['plain_s']:.3f}, "
+          f"speculative {pc['off']['spec_s']:.3f} -> {pc['on']['spec_s']:.3f}; speedup {pc['off']['speedup']:.2f}x -> "
+          f"{pc['on']['speedup']:.2f}x; outputs unchanged on {pc['same_outputs']}/{pc['prompts']}\n")
 
 
 def main() -> None:
