@@ -83,7 +83,7 @@ setup-gpu: ## GPU machine: .venv with CUDA torch and the GPU extras (bitsandbyte
 	$(BIN)/pip install -q --only-binary=:all: flash-attn==2.8.3.post2 || echo "flash-attn: no wheel here; SDPA attention is used"
 	$(MAKE) setup-vllm VLLM_PACKAGE=vllm==0.32.0
 
-bench-generate: $(STAMP) ## Benchmark generation: tokens/s at batch 1 and 8, speculative k=2,4,8 vs Leviathan's prediction
+bench-generate: $(STAMP) ## Benchmark generation: tokens/s, verify cost per row count, drafts (and the EAGLE head) at k=2,3,4
 	$(BIN)/dvc repro base_models prepare@gsm8k
 	$(BIN)/python -m specdraft.tools.bench_generate --json metrics/bench_generate.json
 

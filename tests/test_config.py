@@ -179,7 +179,7 @@ BAD_SETTINGS = [
     ("teacher.model", "gemini-9", "teacher.model: 'gemini-9' has no entry in teacher.prices_per_mtok"),
     ("teacher.prices_per_mtok", {"gemini-2.5-flash": {"input": 0.3, "output": -2.5}},
      "teacher.prices_per_mtok.gemini-2.5-flash.output: must be >= 0, got -2.5"),
-    ("eval.variants", {"sd": {"draft": "other"}}, "eval.variants.sd.draft: 'other' unknown; valid: ['trained', 'kd', 'base']"),
+    ("eval.variants", {"sd": {"draft": "other"}}, "eval.variants.sd.draft: 'other' unknown; valid: ['trained', 'kd', 'eagle', 'base']"),
     ("train_target.learning_rate", 0, "train_target.learning_rate: must be > 0, got 0"),
     ("train_draft.method", "qlora", "train_draft.method: 'qlora' unknown; valid: ['lora', 'full']"),
     ("eval.timed_prompts", -1, "eval.timed_prompts: must be >= 0, got -1"),

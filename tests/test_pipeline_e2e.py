@@ -15,7 +15,8 @@ import yaml
 from conftest import clone_env, venv_bin
 from pipeline_deps import params_mismatches
 
-CONFIGS = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_untrained", "cod_sd_untrained"]
+CONFIGS = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_eagle", "cod_sd_eagle", "cot_sd_untrained",
+           "cod_sd_untrained"]
 KD_CONFIGS = ["cot_sd_kd", "cod_sd_kd"]  # opt-in: train_draft_kd.scenarios=[gsm8k] (conftest)
 SCENARIOS = ["gsm8k", "math_algebra_l12", "math_intalg_l34"]
 
@@ -67,11 +68,11 @@ def test_local_pipeline_end_to_end(local_pipeline):
             assert m["cpu_kernels"] == kernels["cpu_kernels"] and m["cpu_kernels_setting"] == "auto"
             assert m["device"] == "cpu" and m["applied"]["generation.cpu_kernels"] == kernels["cpu_kernels"]
             assert m["not_applied"] == {}
-            if c.endswith(("_sd", "_sd_kd")):  # the trained drafts' k sweep, k = 1..5, exact simulation
+            if c.endswith(("_sd", "_sd_eagle", "_sd_kd")):  # the trained drafts' k sweep, k = 1..5, exact simulation
                 assert [r["k"] for r in m["k_sweep"]] == [1, 2, 3, 4, 5]
                 assert all(len(r["acceptance_per_position"]) == r["k"] and r["predicted_speedup"] > 0
                            for r in m["k_sweep"])
-            if c.endswith(("_sd", "_sd_kd", "_sd_untrained")):
+            if c.endswith(("_sd", "_sd_eagle", "_sd_kd", "_sd_untrained")):
                 assert 0.0 <= m["acceptance_rate"] <= 1.0 and m["mean_acceptance_length"] >= 1.0
                 assert m["speedup"] > 0 and m["speedup_ci95"][0] <= m["speedup"] <= m["speedup_ci95"][1]
                 assert m["diverging_outputs"] == 0  # greedy speculative == plain, fp32 hf engine
@@ -110,6 +111,13 @@ def test_local_pipeline_end_to_end(local_pipeline):
                 m = json.loads((repo / f"metrics/train/{role}/{sc}-{style}/metrics.json").read_text())
                 assert m["steps"] >= 1 and m["train_loss_first"] > 0
                 assert role != "draft_kd" or m["objective"] == "kd"
+    # the EAGLE-3 heads: trained on the target's features, saved in speculators' layout
+    for sc in SCENARIOS:
+        for style in ("cot", "cod"):
+            m = json.loads((repo / f"metrics/train/draft_eagle/{sc}-{style}/metrics.json").read_text())
+            assert m["train_loss_first"] > 0 and m["rows_train"] + m["rows_held_out"] == 8 and m["k"] == 4
+            cfg = json.loads((repo / f"models/draft_eagle/{sc}-{style}/config.json").read_text())
+            assert cfg["speculators_model_type"] == "eagle3" and cfg["draft_vocab_size"] == m["draft_vocab"]
     # reports name every configuration; figures are PNG images
     summary = (repo / "reports/summary.md").read_text()
     for c in CONFIGS + KD_CONFIGS:

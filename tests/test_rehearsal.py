@@ -46,14 +46,17 @@ def paper(tmp_path_factory):
 def _check(s: dict, target: str) -> None:
     assert s["returncode"] == 0, (Path(s["data"]), s["stages_missing"])
     assert s["checks"] == {k: True for k in s["checks"]}, s["checks"]
-    # 44 stages, and the opt-in KD draft's 2 + 2 for gsm8k (rehearsal.run.OPT_IN)
-    assert s["stages_planned"] == 48 and s["stages_missing"] == []
-    assert len(s["configs"]) == 23  # 3 base + 6 targets x (plain, sd, sd_untrained) + gsm8k's 2 sd_kd
+    # 50 stages (6 of them EAGLE-3 heads), and the opt-in KD draft's 2 + 2 for gsm8k (rehearsal.run.OPT_IN)
+    assert s["stages_planned"] == 54 and s["stages_missing"] == []
+    assert len(s["configs"]) == 29  # 3 base + 6 targets x (plain, sd, sd_eagle, sd_untrained) + gsm8k's 2 sd_kd
     for name, c in s["configs"].items():
         assert (c["engine"], c["target_model"], c["dtype"]) == ("vllm", f"hf:{target}", "bfloat16"), name
-        if "_sd" in name:  # every speculative variant the profile evaluates: sd, sd_untrained, sd_kd
+        if "_sd" in name:  # every speculative variant the profile evaluates: sd, sd_eagle, sd_untrained, sd_kd
             assert 0.0 <= c["acceptance_rate"] <= 1.0 and 0.0 <= c["diverging_share"] <= 1.0, name
-    assert sum("_sd" in n for n in s["configs"]) == 14  # 6 targets x 2 variants + 2 sd_kd, none skipped
+    assert sum("_sd" in n for n in s["configs"]) == 20  # 6 targets x 3 variants + 2 sd_kd, none skipped
+    # the EAGLE-3 heads were served by vLLM's eagle3 method, every other draft as a draft model
+    assert {n: c["draft_method"] for n, c in s["configs"].items() if "_sd" in n} == {
+        n: "eagle3" if n.endswith("_sd_eagle") else "draft_model" for n in s["configs"] if "_sd" in n}
     assert {"gsm8k/cot_sd_kd", "gsm8k/cod_sd_kd"} <= set(s["configs"])
     assert s["gemini"]["creates"] == s["gemini"]["request_files"] == 6  # cot + cod for 3 scenarios
     assert s["hub_downloads"] > 0
@@ -73,10 +76,10 @@ def test_paper_profile_runs_end_to_end(paper):
     for sc in SCENARIOS:
         m = json.loads((repo / f"metrics/teacher/cot/{sc}.json").read_text())
         assert m["max_length"] == 2048 and m["training_tokens_max"] <= 2048 and m["rejected_by_reason"]["too_long"] == 0
-    # one engine per configuration (plain, sd, sd_untrained); evaluate_kd: plain and sd_kd
+    # one engine per configuration (plain, sd, sd_eagle, sd_untrained); evaluate_kd: plain and sd_kd
     ev = json.loads((repo / "metrics/eval/gsm8k/cot_sd.json").read_text())
     assert json.loads((repo / "metrics/eval/gsm8k/cot_sd_kd.json").read_text())["engine_starts"] == 2
-    assert ev["engine_starts"] == 3 and ev["acceptance_source"] == "engine counts, every question decoded"
+    assert ev["engine_starts"] == 4 and ev["acceptance_source"] == "engine counts, every question decoded"
     assert ev["throughput_speedup"] > 0 and len(ev["acceptance_per_position"]) == 5
     assert ev["engine_counters"]["num_drafts"] >= ev["num_drafts"]  # vLLM's own, timed runs included
     report = (repo / "reports/summary.md").read_text()
@@ -85,7 +88,7 @@ def test_paper_profile_runs_end_to_end(paper):
 
 def test_killed_vllm_evaluation_resumes_with_the_same_results(paper):
     """SIGKILL of the evaluate stage (and its process tree) once its second engine runs; the
-    rerun starts fewer engines than a fresh run (3) and ends with the same figures."""
+    rerun starts fewer engines than a fresh run (4) and ends with the same figures."""
     import psutil
 
     from specdraft.rehearsal.run import stage_env
@@ -123,7 +126,7 @@ def test_killed_vllm_evaluation_resumes_with_the_same_results(paper):
     assert "resuming: " in done.stderr, done.stderr[-3000:]  # the stage's log
     for c, m in before.items():
         after = json.loads((repo / f"metrics/eval/gsm8k/{c}.json").read_text())
-        assert after["engine_starts"] < 3
+        assert after["engine_starts"] < 4
         keys = ["accuracy", "mean_output_tokens", "truncation_rate"]
         if c != "cot":
             keys += ["acceptance_rate", "mean_acceptance_length", "acceptance_per_position", "diverging_outputs"]
@@ -171,10 +174,11 @@ def test_changing_a_pinned_revision_marks_what_reads_it(paper):
     after = would_run("data.datasets.gsm8k.hub_revision")
     assert after == {"prepare@gsm8k", "cot@gsm8k", "cod@gsm8k", "analyze", "evaluate_base@gsm8k", "compare@gsm8k",
                      "report"} | {f"{s}@gsm8k-{st}" for s in ("train_target", "distill", "train_draft",
-                                                              "train_draft_kd", "evaluate", "evaluate_kd")
+                                                              "train_draft_eagle", "train_draft_kd", "evaluate",
+                                                              "evaluate_kd")
                                   for st in ("cot", "cod")}
     assert marked("models.target_revision") - before == {"tokenizer", "base_models"}
-    assert len(would_run("models.target_revision")) == 45  # all but the 3 prepare stages
+    assert len(would_run("models.target_revision")) == 51  # all but the 3 prepare stages
     assert params.read_text() == original
 
 
@@ -190,12 +194,13 @@ def test_qwen3_profile_runs_its_own_code_paths(tmp_path):
     from specdraft.rehearsal.run import rehearse
 
     chain = ["prepare@gsm8k", "tokenizer", "cot@gsm8k", "cod@gsm8k", "base_models", "train_target@gsm8k-cot",
-             "kernels", "distill@gsm8k-cot", "train_draft@gsm8k-cot", "evaluate@gsm8k-cot"]
+             "kernels", "distill@gsm8k-cot", "train_draft@gsm8k-cot", "train_draft_eagle@gsm8k-cot",
+             "evaluate@gsm8k-cot"]
     s = rehearse("paper_qwen3", tmp_path / "paper_qwen3", targets=["evaluate@gsm8k-cot"])
     print(f"rehearsal of profile paper_qwen3, one scenario's chain: {s['seconds']:.0f} s; {s['stage_seconds']}")
     assert s["returncode"] == 0 and s["checks"] == {k: True for k in s["checks"]}, s["checks"]
     assert set(s["stage_seconds"]) == set(chain)
-    assert sorted(s["configs"]) == ["gsm8k/cot", "gsm8k/cot_sd", "gsm8k/cot_sd_untrained"]
+    assert sorted(s["configs"]) == ["gsm8k/cot", "gsm8k/cot_sd", "gsm8k/cot_sd_eagle", "gsm8k/cot_sd_untrained"]
     assert all(c["target_model"] == "hf:Qwen/Qwen3-14B" and c["engine"] == "vllm" for c in s["configs"].values())
     repo = tmp_path / "paper_qwen3" / "repo"
     assert json.loads((repo / "metrics/base_models.json").read_text())["draft_padded"] is False

@@ -27,6 +27,7 @@ SECTIONS = {
     "train_target": "specdraft.train.settings:TrainConfig",
     "train_draft": "specdraft.train.settings:TrainConfig",
     "train_draft_kd": "specdraft.train.settings:KDSettings",
+    "train_draft_eagle": "specdraft.train.eagle:EagleSettings",
     "distill": "specdraft.train.distill:DistillConfig",
     "eval": "specdraft.evaluate.run:EvalConfig",
 }

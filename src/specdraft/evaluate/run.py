@@ -52,6 +52,7 @@ from specdraft.evaluate.stats import (
     wilson,
 )
 from specdraft.generate.api import Engine, GenerationConfig
+from specdraft.generate.eagle import is_head_dir
 from specdraft.generate.engine import make_engine
 from specdraft.generate.passes import batched_answers, speculative_answers, timed_answers
 from specdraft.generate.resume import Resumable
@@ -59,14 +60,15 @@ from specdraft.io import StageError, write_json, write_jsonl
 from specdraft.prompts import STYLES, PromptsConfig, messages
 from specdraft.provenance import model_spec
 
-DRAFTS = ("trained", "kd", "base")  # SFT-distilled, distribution-distilled, untrained
+DRAFTS = ("trained", "kd", "eagle", "base")  # SFT-distilled, distribution-distilled, EAGLE-3 head, untrained
 ANSWER_FIELDS = ("output", "extracted", "extraction_path", "correct", "output_tokens", "truncated")
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """A speculative configuration's draft: 'trained' (distilled from the target's answers,
-    SFT), 'kd' (distilled from the target's token distribution) or 'base' (untrained)."""
+    SFT), 'kd' (distilled from the target's token distribution), 'eagle' (an EAGLE-3 head
+    over the target's features, specdraft.generate.eagle) or 'base' (untrained)."""
 
     draft: str = setting(choices=DRAFTS)
 
@@ -390,6 +392,8 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
         # vllm loads the draft as saved: the hf engine's int8 draft and restricted head do not apply
         out[config_name(style, v)] = {
             "config": config_name(style, v), **common, "draft": str(d), "draft_model": model_spec(d),
+            # vLLM's speculative method for this draft: an EAGLE-3 head or a separate draft model
+            "draft_method": "eagle3" if is_head_dir(d) else "draft_model",
             "draft_quant": gen.draft_quant if hf else "none", "draft_vocab": gen.draft_vocab if hf else 0,
             **speculative_metrics(preds[v], gen.num_speculative_tokens),
             "k_sweep_source": {"file": val[0], "questions": len(val[1]), "split": "validation"} if sweep[2] and hf

@@ -40,6 +40,7 @@ import dataclasses
 import time
 from typing import Any
 
+from specdraft.generate import eagle
 from specdraft.generate.rounds import Rounds
 
 
@@ -56,30 +57,50 @@ class Decoded:
 
 @dataclasses.dataclass(frozen=True)
 class Prefix:
-    """Token ids every prompt of a pass starts with, and each model's cache after them."""
+    """Token ids every prompt of a pass starts with, and each model's state after them (a
+    DynamicCache; for an EAGLE head its step-0 entries and the last position's features)."""
 
     ids: list[int]
-    caches: dict[Any, Any]  # model -> its DynamicCache after `ids`
+    caches: dict[Any, Any]
 
     def start(self, model: Any, prompt_ids: list[int]) -> tuple[Any, list[int]]:
-        """(cache, tokens still to feed) for `model` on `prompt_ids`: a copy of the prefix's
-        cache and the rest of the prompt where the prompt extends the prefix, else an
-        empty cache and the whole prompt."""
+        """(state, tokens still to feed) for `model` on `prompt_ids`: a copy of the prefix's
+        state and the rest of the prompt where the prompt extends the prefix, else an empty
+        state and the whole prompt."""
+        head, rest = eagle.is_head(model), self.rest(model, prompt_ids)
+        if len(rest) < len(prompt_ids):
+            st = self.caches[model]
+            return (eagle.copy_state(st) if head else copy.deepcopy(st)), rest
+        return (eagle.fresh(model) if head else _empty(model)), rest
+
+    def rest(self, model: Any, prompt_ids: list[int]) -> list[int]:
+        """The prompt's tokens `model` still has to read after the prefix's state."""
         n = len(self.ids)
         if model in self.caches and len(prompt_ids) > n and prompt_ids[:n] == self.ids:
-            return copy.deepcopy(self.caches[model]), list(prompt_ids[n:])
-        return _empty(model), list(prompt_ids)
+            return list(prompt_ids[n:])
+        return list(prompt_ids)
 
 
 def prefill(models: list[Any], ids: list[int]) -> Prefix:
-    """The Prefix of `ids` for each model (one forward each)."""
+    """The Prefix of `ids` for each model (one forward each; an EAGLE head reads the
+    features of the target, models[0])."""
     import torch
 
-    caches = {}
+    caches: dict[Any, Any] = {}
+    heads = [m for m in models if eagle.is_head(m)]
     with torch.inference_mode():
         for m in models:
+            if eagle.is_head(m):
+                continue
             caches[m] = _empty(m)
-            _forward(m, ids, caches[m], 1)
+            if m is models[0] and heads:
+                feats = eagle.target_features(m, ids, caches[m], 1, heads[0].aux)[1]
+            else:
+                _forward(m, ids, caches[m], 1)
+        for h in heads:
+            if h.aux != heads[0].aux:
+                feats = eagle.target_features(models[0], ids, _empty(models[0]), 1, h.aux)[1]
+            caches[h] = eagle.prefill_head(h, ids, feats)
     return Prefix(list(ids), caches)
 
 
@@ -109,13 +130,22 @@ def _forward(model: Any, ids: list[int], cache: Any, keep: int) -> Any:
 
 
 class _Target:
-    """Verifies with the target model: one forward over the pending token and proposals."""
+    """Verifies with the target model: one forward over the pending token and proposals.
+    With `layers` (an EAGLE head drafts) it also keeps the fed rows' features."""
 
-    def __init__(self, model: Any, cache: Any):
-        self.model, self.cache = model, cache
+    def __init__(self, model: Any, cache: Any, layers: list[int] | None = None):
+        self.model, self.cache, self.layers, self.feats = model, cache, layers, None
 
     def choices(self, pending: list[int], props: list[int], done: int) -> list[int]:
-        return _forward(self.model, pending + props, self.cache, len(props) + 1).argmax(-1).tolist()
+        if self.layers is None:
+            return _forward(self.model, pending + props, self.cache, len(props) + 1).argmax(-1).tolist()
+        logits, self.feats = eagle.target_features(self.model, pending + props, self.cache, len(props) + 1,
+                                                   self.layers)
+        return logits.argmax(-1).tolist()
+
+    def kept(self, rows: int) -> Any:
+        """Features of the first `rows` rows of the last verify (the ones kept)."""
+        return self.feats[:rows]
 
     def reject(self, n: int) -> None:
         if n:
@@ -124,40 +154,90 @@ class _Target:
 
 class _Known:
     """Verifies against the target's known greedy output (simulation). Past its end (an
-    EOS the loop stops at) no proposal can match: -1 is no token id."""
+    EOS the loop stops at) no proposal can match: -1 is no token id. `feats`: the target's
+    features of positions `pos`.. from one teacher-forced pass (an EAGLE head drafts)."""
 
-    def __init__(self, target_ids: list[int]):
-        self.ids = target_ids
+    def __init__(self, target_ids: list[int], feats: Any = None, pos: int = 0):
+        self.ids, self.feats, self.pos = target_ids, feats, pos
 
     def choices(self, pending: list[int], props: list[int], done: int) -> list[int]:
         got = self.ids[done:done + len(props) + 1]
         return got + [-1] * (len(props) + 1 - len(got))
 
+    def kept(self, rows: int) -> Any:
+        out = self.feats[self.pos:self.pos + rows]
+        self.pos += rows
+        return out
+
     def reject(self, n: int) -> None:
         pass
 
 
-def _loop(verifier: Any, t_pending: list[int], max_new_tokens: int, eos: set[int], draft: Any, k: int,
-          d_start: tuple[Any, list[int]] | None) -> Decoded:
-    """`t_pending`: the prompt tokens the target's cache lacks; `d_start`: the draft's cache
-    and the prompt tokens it lacks (speculative only)."""
+class _ModelDraft:
+    """A separate draft model: its own KV cache and the tokens it has not read yet."""
+
+    def __init__(self, model: Any, cache: Any, pending: list[int]):
+        self.model, self.cache, self.pending = model, cache, pending
+
+    def ready(self, seq: list[int]) -> bool:
+        return True
+
+    def propose(self, seq: list[int], n: int) -> list[int]:
+        props: list[int] = []
+        feed = self.pending
+        for _ in range(n):
+            props.append(int(_forward(self.model, feed, self.cache, 1)[-1].argmax()))
+            feed = props[-1:]
+        return props
+
+    def accept(self, props: list[int], a: int, token: int, feats: Any) -> None:
+        """Drop the rejected proposals: the cache holds pending + the first n - 1 proposals
+        (the last was never fed)."""
+        n = len(props)
+        if n == 0:  # the draft sat this round out (last token, or the target's first)
+            self.pending = self.pending + [token]
+            return
+        if a < n - 1:
+            self.cache.crop(-(n - 1 - a))
+        self.pending = ([props[-1]] if a == n else []) + [token]
+
+
+class _HeadDraft:
+    """An EAGLE head (specdraft.generate.eagle): it drafts from the target's features of the
+    positions verified so far, so it sits out the first round (the prompt's prefill)."""
+
+    def __init__(self, state: Any):
+        self.state = state
+
+    def ready(self, seq: list[int]) -> bool:
+        st = self.state
+        return st.pending is not None and st.n_ctx + len(st.pending) == len(seq) - 1
+
+    def propose(self, seq: list[int], n: int) -> list[int]:
+        return self.state.propose(seq, n)
+
+    def accept(self, props: list[int], a: int, token: int, feats: Any) -> None:
+        self.state.read(feats)
+
+
+def _loop(verifier: Any, t_pending: list[int], max_new_tokens: int, eos: set[int], drafter: Any, k: int,
+          prompt_ids: list[int]) -> Decoded:
+    """`t_pending`: the prompt tokens the target's cache lacks; `drafter`: a _ModelDraft or
+    _HeadDraft (speculative), or None."""
     import torch
 
-    speculative = draft is not None and k > 0
-    d_cache, d_pending = d_start if speculative and d_start is not None else (None, [])
+    speculative = drafter is not None and k > 0
     out: list[int] = []
     counts = Rounds(k if speculative else 0, max_new_tokens)
     target_s = draft_s = 0.0
     with torch.inference_mode():
         while len(out) < max_new_tokens:
-            n = counts.drafted(len(out))
+            seq = prompt_ids + out
+            n = counts.drafted(len(out)) if speculative and drafter.ready(seq) else 0
             props: list[int] = []
             if n:
                 t0 = time.perf_counter()
-                feed = d_pending
-                for _ in range(n):
-                    props.append(int(_forward(draft, feed, d_cache, 1)[-1].argmax()))
-                    feed = props[-1:]
+                props = drafter.propose(seq, n)
                 draft_s += time.perf_counter() - t0
             t0 = time.perf_counter()
             choice = verifier.choices(t_pending, props, len(out))  # the target's token after each prefix
@@ -173,18 +253,20 @@ def _loop(verifier: Any, t_pending: list[int], max_new_tokens: int, eos: set[int
             out += new
             if stop is not None:
                 break
-            # Drop the rejected proposals: the target holds pending + all n proposals,
-            # the draft holds its pending + the first n - 1 (the last was never fed).
-            verifier.reject(n - a)
-            if speculative and n == 0:  # the draft sat this round out (last token)
-                d_pending = d_pending + [choice[0]]
-            elif speculative:
-                if a < n - 1:
-                    d_cache.crop(-(n - 1 - a))
-                d_pending = ([props[-1]] if a == n else []) + [choice[a]]
+            verifier.reject(n - a)  # the target holds pending + all n proposals
+            if speculative:
+                t0 = time.perf_counter()
+                drafter.accept(props, a, choice[a], verifier.kept(len(t_pending) + a) if isinstance(
+                    drafter, _HeadDraft) else None)
+                draft_s += time.perf_counter() - t0
             t_pending = [choice[a]]
     return Decoded(out[:max_new_tokens], counts.rounds, counts.proposed, counts.accepted, target_s, draft_s,
                    counts.hist)
+
+
+def _drafter(draft: Any, prefix: Prefix, prompt_ids: list[int]) -> Any:
+    state, rest = prefix.start(draft, prompt_ids)
+    return _HeadDraft(state) if eagle.is_head(draft) else _ModelDraft(draft, state, rest)
 
 
 NO_PREFIX = Prefix([], {})
@@ -193,21 +275,49 @@ NO_PREFIX = Prefix([], {})
 def decode(target: Any, prompt_ids: list[int], max_new_tokens: int, eos: set[int],
            draft: Any = None, k: int = 0, prefix: Prefix = NO_PREFIX) -> Decoded:
     """Greedy continuation of `prompt_ids` (at most max_new_tokens, stopping after an EOS
-    token, which is kept). With `draft` and k > 0: speculative decoding with k draft
-    tokens per round. `prefix`: the models' caches after the prompt's first tokens."""
+    token, which is kept). With `draft` (a model or an EAGLE head) and k > 0: speculative
+    decoding with k draft tokens per round. `prefix`: the models' caches after the
+    prompt's first tokens."""
     cache, pending = prefix.start(target, prompt_ids)
-    d_start = prefix.start(draft, prompt_ids) if draft is not None and k > 0 else None
-    return _loop(_Target(target, cache), pending, max_new_tokens, eos, draft, k, d_start)
+    speculative = draft is not None and k > 0
+    drafter = _drafter(draft, prefix, prompt_ids) if speculative else None
+    layers = draft.aux if speculative and eagle.is_head(draft) else None
+    return _loop(_Target(target, cache, layers), pending, max_new_tokens, eos, drafter, k, list(prompt_ids))
+
+
+def head_features(target: Any, prompt_ids: list[int], target_ids: list[int], layers: list[int],
+                  prefix: Prefix = NO_PREFIX) -> Any:
+    """The target's features (eagle.target_features) over the prompt's tokens after the
+    prefix and the known output but its last token: what an EAGLE head reads in decoding."""
+    import torch
+
+    cache, rest = prefix.start(target, prompt_ids)
+    with torch.inference_mode():
+        return eagle.target_features(target, rest + list(target_ids[:-1]), cache, 1, layers)[1]
 
 
 def simulate(draft: Any, prompt_ids: list[int], target_ids: list[int], eos: set[int], k: int,
-             max_new_tokens: int, prefix: Prefix = NO_PREFIX) -> Decoded:
+             max_new_tokens: int, prefix: Prefix = NO_PREFIX, target: Any = None, features: Any = None) -> Decoded:
     """The counts speculative decoding with `draft` would give on a prompt whose greedy
     target output is `target_ids` (ending with EOS, or cut at max_new_tokens). The budget
     must be the real one: near it the loop drafts fewer tokens, and the real loop does
     not know in advance where the EOS comes. With the `prefix` the decode used, the draft
-    makes the very same calls."""
-    d = _loop(_Known(target_ids), [], max_new_tokens, eos, draft, k, prefix.start(draft, prompt_ids))
+    makes the very same calls. An EAGLE head needs the `target`: one teacher-forced
+    forward over the prompt and the known output gives every feature the decode's
+    verifies would (equal up to float rounding: the decode computes them a few rows at a
+    time). `features`: those features, when the caller keeps them (head_features)."""
+    known = _Known(target_ids)
+    t_pending: list[int] = []
+    if eagle.is_head(draft):
+        if target is None:
+            raise ValueError("simulating an EAGLE head needs the target (its features)")
+        if features is None:
+            features = head_features(target, prompt_ids, target_ids, draft.aux, prefix)
+        t_pending = prefix.rest(target, prompt_ids)
+        if len(features) != len(t_pending) + len(target_ids) - 1:
+            raise ValueError("features must cover the prompt's uncached tokens and the output but its last token")
+        known = _Known(target_ids, features)
+    d = _loop(known, t_pending, max_new_tokens, eos, _drafter(draft, prefix, prompt_ids), k, list(prompt_ids))
     if d.token_ids != target_ids[:len(d.token_ids)]:
         raise RuntimeError("simulation left the target's known output: the loop's bookkeeping is broken")
     return d

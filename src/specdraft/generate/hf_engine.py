@@ -125,7 +125,12 @@ class HFEngine:
                 raise InputError("generation.draft_vocab > 0 needs the draft's training data (distilled answers)")
             ranking = d.token_ranking(self.tokenizer, *draft_data)
             self.draft_subset = d.vocab_subset(self.tokenizer, ranking, self.cfg.draft_vocab, self.vocab_size)
+        from specdraft.generate import eagle
+
         for name, path in dirs.items():
+            if eagle.is_head_dir(path):  # an EAGLE-3 head: drafts from the target's features, its own vocabulary
+                self.drafts[name] = eagle.load_head(path, self.model)
+                continue
             check_tokenizers(self.tokenizer, AutoTokenizer.from_pretrained(path))
             draft = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **attn).to(self.device).eval()
             greedy(draft)
@@ -138,6 +143,7 @@ class HFEngine:
         from specdraft.generate.greedy import NO_PREFIX
 
         self.prefix = NO_PREFIX  # cache_prefix: the shared prompt prefix's caches
+        self._features: dict[tuple, Any] = {}  # an EAGLE head's simulations: the target's features per answer
 
     def close(self) -> None:
         """Drop the models (the process's memory is returned as their tensors are freed)."""
@@ -259,6 +265,7 @@ class HFEngine:
             return 0
         ids = common_prefix([self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts])
         self.prefix = prefill([self.model, *self.drafts.values()], ids) if ids else NO_PREFIX
+        self._features = {}
         return len(ids)
 
     def _generate_lean(self, prompt_ids: list[int], draft: Any) -> GenOutput:
@@ -279,10 +286,18 @@ class HFEngine:
         """Exact speculative-decoding counts of a draft on a known greedy target output,
         without running the target (specdraft.generate.greedy.simulate), with k draft
         tokens per round (default: generation.num_speculative_tokens)."""
-        from specdraft.generate.greedy import simulate
+        from specdraft.generate import eagle
+        from specdraft.generate.greedy import head_features, simulate
 
-        return simulate(self._pick(draft), prompt_ids, target_ids, self.eos, k or self.cfg.num_speculative_tokens,
-                        self.cfg.max_new_tokens, self.prefix)
+        dm = self._pick(draft)
+        feats = None
+        if eagle.is_head(dm):  # one teacher-forced target pass per answer, kept for every k of a sweep
+            key = (tuple(dm.aux), tuple(prompt_ids), tuple(target_ids))
+            if key not in self._features:
+                self._features[key] = head_features(self.model, prompt_ids, target_ids, dm.aux, self.prefix)
+            feats = self._features[key]
+        return simulate(dm, prompt_ids, target_ids, self.eos, k or self.cfg.num_speculative_tokens,
+                        self.cfg.max_new_tokens, self.prefix, target=self.model, features=feats)
 
     def forward_ms(self, rows: list[int]) -> dict[int, float]:
         """The target's forward time for r new tokens (a decode step at r = 1, a verify of

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from specdraft.generate.api import GenerationConfig, GenOutput
+from specdraft.generate.eagle import is_head_dir
 from specdraft.prompts import render
 
 log = logging.getLogger("vllm_engine")
@@ -82,7 +83,9 @@ class VLLMEngine:
             if draft not in self.drafts:
                 raise ValueError(f"no draft {draft!r}; known: {sorted(self.drafts)}")
             # LoRA is not supported on the draft: drafts are saved merged.
-            spec = {"method": "draft_model", "model": str(self.drafts[draft]),
+            # an EAGLE-3 head (speculators layout, specdraft.generate.eagle) or a draft model
+            method = "eagle3" if is_head_dir(self.drafts[draft]) else "draft_model"
+            spec = {"method": method, "model": str(self.drafts[draft]),
                     "num_speculative_tokens": self.cfg.num_speculative_tokens,
                     "draft_tensor_parallel_size": self.cfg.vllm.draft_tensor_parallel_size}
         v = self.cfg.vllm

@@ -52,7 +52,7 @@ SHARED_DATA = Path(os.environ.get("SPECDRAFT_SHARED_DATA", ROOT.parent / "shared
 # Sizes only (see the module docstring); the profile's models, data ids, revisions, engine,
 # dtype, teacher backend and every other setting stay as composed.
 SHRINK = ["prepare.n_train=8", "prepare.n_test=4", "generation.max_new_tokens=24", "eval.timed_prompts=2",
-          "train_target.epochs=1", "train_draft.epochs=1", "runtime.threads=2",
+          "train_target.epochs=1", "train_draft.epochs=1", "train_draft_eagle.epochs=2", "runtime.threads=2",
           "teacher.poll.initial_s=0.2", "teacher.poll.max_s=1", "generation.vllm.enforce_eager=true"]
 # The opt-in stages rehearsed too (for one scenario), so that their code meets vLLM.
 OPT_IN = ["train_draft_kd.scenarios=[gsm8k]"]
@@ -217,6 +217,7 @@ def _checks(repo: Path, params: dict[str, Any], s: dict[str, Any], targets: list
             configs[f"{f.parent.name}/{f.stem}"] = {"engine": m.get("engine"), "target_model": m.get("target_model"),
                                                     "dtype": m.get("dtype"), "accuracy": m.get("accuracy"),
                                                     "acceptance_rate": m.get("acceptance_rate"),
+                                                    "draft_method": m.get("draft_method"),
                                                     "diverging_share": m.get("diverging_share")}
     # evaluate_base@<scenario> and evaluate_kd@<scenario>-<style> write one configuration each,
     # evaluate@<scenario>-<style> one per variant and its own

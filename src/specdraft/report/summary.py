@@ -14,8 +14,8 @@ from specdraft.evaluate.stats import MATTERS
 from specdraft.io import read_json
 from specdraft.report.verdicts import resolution_line, verdict_table
 
-CONFIG_ORDER = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_kd", "cod_sd_kd", "cot_sd_untrained",
-                "cod_sd_untrained"]
+CONFIG_ORDER = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_eagle", "cod_sd_eagle", "cot_sd_kd", "cod_sd_kd",
+                "cot_sd_untrained", "cod_sd_untrained"]
 SMALL_N = 100
 
 
@@ -57,8 +57,8 @@ def table(ev: dict[str, Any]) -> list[str]:
 
 
 def drafts_table(ev: dict[str, Any]) -> list[str]:
-    """The drafts side by side (SFT-distilled `_sd`, untrained `_sd_untrained`, and the
-    opt-in distribution-distilled `_sd_kd`): every acceptance figure at the configured k, then each trained draft's k
+    """The drafts side by side (SFT-distilled `_sd`, the EAGLE-3 head `_sd_eagle`, untrained
+    `_sd_untrained`, and the opt-in distribution-distilled `_sd_kd`): every acceptance figure at the configured k, then each trained draft's k
     sweep (simulated mean accepted length and the speedup it predicts)."""
     spec = [c for c in _configs(ev) if ev[c].get("num_speculative_tokens")]
     if not spec:
@@ -134,7 +134,7 @@ def _trained_vs_base(sc: str, ev: dict[str, Any]) -> str:
 
 def _speculative(sc: str, ev: dict[str, Any]) -> str:
     parts = []
-    for c in ("cot_sd", "cod_sd"):
+    for c in ("cot_sd", "cod_sd", "cot_sd_eagle", "cod_sd_eagle"):
         if ev.get(c):
             plain, m = c.split("_")[0], ev[c]
             if m.get("acceptance_source", "").startswith("simulated"):
@@ -144,7 +144,7 @@ def _speculative(sc: str, ev: dict[str, Any]) -> str:
                        f"ones token for token ({m['compared_n'] - m['diverging_outputs']} of {m['compared_n']}).")
             else:
                 acc = _acc_sentence(_cmp(ev, c, plain), c, plain)
-            parts += [_speed_sentence(c, m, ev.get(f"{c}_untrained")), acc]
+            parts += [_speed_sentence(c, m, ev.get(f"{plain}_sd_untrained")), acc]
     return f"- **{sc}**: " + " ".join(parts)
 
 

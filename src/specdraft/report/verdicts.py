@@ -127,6 +127,10 @@ ROWS = [("1. training on CoT raises accuracy (cot vs base)", lambda ev: trained_
          lambda ev: speculative(ev.get("cot_sd"), _c(ev, "cot_sd_vs_cot"))),
         ("2. speculative decoding is faster, accuracy unchanged (cod_sd vs cod)",
          lambda ev: speculative(ev.get("cod_sd"), _c(ev, "cod_sd_vs_cod"))),
+        ("2. the EAGLE-3 head is faster, accuracy unchanged (cot_sd_eagle vs cot)",
+         lambda ev: speculative(ev.get("cot_sd_eagle"), _c(ev, "cot_sd_eagle_vs_cot"))),
+        ("2. the EAGLE-3 head is faster, accuracy unchanged (cod_sd_eagle vs cod)",
+         lambda ev: speculative(ev.get("cod_sd_eagle"), _c(ev, "cod_sd_eagle_vs_cod"))),
         ("3. CoD cuts tokens, accuracy within 10 points (cod vs cot)", lambda ev: cod_vs_cot(_c(ev, "cod_vs_cot")))]
 
 
@@ -139,6 +143,8 @@ def verdict_table(evals: dict[str, dict[str, Any]]) -> list[str]:
     scenarios = list(evals)
     lines = ["| hypothesis | " + " | ".join(scenarios) + " |", "|---" * (len(scenarios) + 1) + "|"]
     for label, rule in ROWS:
+        if "_sd_eagle" in label and not any(k.endswith("_sd_eagle") for ev in evals.values() for k in ev):
+            continue  # a run without EAGLE heads (eval.variants without sd_eagle): no row
         cells = [rule(evals[sc]) for sc in scenarios]
         lines.append(f"| {label} | " + " | ".join(f"{fig}: **{word}**" for fig, word in cells) + " |")
     return lines

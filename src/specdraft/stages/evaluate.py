@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> None:
     # --variant: this stage's own variants (evaluate_kd), not eval.variants, which stays unread
     variants = parse_variants(args.variant) if args.variant else cfg.variants if args.style else {}
     drafts = resolve_drafts(variants, {"trained": args.trained_draft, "kd": args.kd_draft,
-                                       "base": args.base_draft})
+                                       "eagle": args.eagle_draft, "base": args.base_draft})
     rows = read_jsonl(args.test, ["id", "question", "answer"])
     draft_data = None
     if drafts and gen.draft_vocab and gen.engine == "hf":  # the restricted head ranks the draft's training tokens
@@ -102,6 +102,7 @@ if __name__ == "__main__":
     p.add_argument("--trained-draft", type=Path, help="input: the draft trained for this target (with --style)")
     p.add_argument("--kd-draft", type=Path,
                    help="input: the draft distilled from this target's token distribution (with --style)")
+    p.add_argument("--eagle-draft", type=Path, help="input: the EAGLE-3 head trained for this target (with --style)")
     p.add_argument("--base-draft", type=Path, help="input: the untrained (base) draft (with --style)")
     p.add_argument("--draft-data", type=Path, help="input: the trained draft's training answers (draft_vocab)")
     p.add_argument("--variant", action="append", metavar="NAME=DRAFT",

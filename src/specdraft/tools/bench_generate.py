@@ -9,7 +9,8 @@ Paths (hf engine, one request at a time unless stated):
 - `auto`: what `cpu_kernels: auto` picks at engine start here, with both paths' timings;
 - `fast`: the lean greedy loop (specdraft.generate.greedy), oneDNN-packed fp32 linears,
   the draft with int8 weights and a head over the `--draft-vocab` most frequent tokens of
-  its training data (the params' local settings).
+  its training data (the params' local settings); `eagle`: the fast path with the
+  target's EAGLE-3 head (models/draft_eagle/<scenario>-<style>) when the pipeline trained one.
 
 Printed and written: plain tokens/s at batch 1 and 8; the verify cost of a (k+1)-token
 target forward in one-token steps for k+1 = 1..5; the draft's cost ratio c (one draft
@@ -85,16 +86,17 @@ def plain_speed(engines: dict[str, HFEngine], prompts: list[str]) -> dict[str, A
     return out
 
 
-def speculative(eng: HFEngine, prompts: list[str], k: int, c: float) -> dict[str, Any]:
+def speculative(eng: HFEngine, prompts: list[str], k: int, c: float, draft: str = "draft") -> dict[str, Any]:
     eng.cfg = dataclasses.replace(eng.cfg, num_speculative_tokens=k)
-    eng.drafts["draft"].generation_config.num_assistant_tokens = k
+    if hasattr(eng.drafts[draft], "generation_config"):  # a draft model (an EAGLE head has none)
+        eng.drafts[draft].generation_config.num_assistant_tokens = k
     ratios, same, plain_s, plain_tok = [], 0, 0.0, 0
     rounds = proposed = accepted = tokens = 0
     hists = []
     verify_s = draft_s = 0.0
     for p in prompts:  # alternate plain and speculative per prompt: paired timings
         a = eng.generate_one(p)
-        s = eng.generate_one(p, "draft")
+        s = eng.generate_one(p, draft)
         ratios.append(a.latency_s / s.latency_s)
         same += a.token_ids == s.token_ids
         plain_s += a.latency_s
@@ -153,18 +155,23 @@ def prefix_effect(eng: HFEngine, prompts: list[str], k: int) -> dict[str, Any]:
 
 
 def run(target: Path, draft: Path, questions: list[str], draft_data: tuple[list[str], list[str]],
-        prompts_cfg: PromptsConfig, max_new: int, ks: list[int], draft_vocab: int, today_ks: list[int]) -> dict:
+        prompts_cfg: PromptsConfig, max_new: int, ks: list[int], draft_vocab: int, today_ks: list[int],
+        eagle: Path | None = None) -> dict:
+    """`eagle`: the target's EAGLE-3 head (models/draft_eagle/...), timed on the fast path
+    beside the draft model when given."""
     paths = {
         "today": GenerationConfig(max_new_tokens=max_new, batch_size=8, decode_loop="transformers",
                                   cpu_kernels="default"),
         "fast": GenerationConfig(max_new_tokens=max_new, batch_size=8, decode_loop="specdraft", cpu_kernels="onednn",
                                  draft_quant="int8", draft_vocab=draft_vocab),
     }
-    engines = {n: HFEngine(target, draft, cfg, draft_data=draft_data) for n, cfg in paths.items()}
+    drafts = {"today": draft, "fast": {"draft": draft, **({"eagle": eagle} if eagle else {})}}
+    engines = {n: HFEngine(target, drafts[n], cfg, draft_data=draft_data) for n, cfg in paths.items()}
     prompts = [engines["fast"].render(messages(prompts_cfg, "cot", q)) for q in questions]
     for eng in engines.values():
         eng.generate_one(prompts[0], "draft")  # warm-up
-    res: dict[str, Any] = {"target": str(target), "draft": str(draft), "prompts": len(prompts),
+    res: dict[str, Any] = {"target": str(target), "draft": str(draft), "eagle": eagle and str(eagle),
+                           "prompts": len(prompts),
                            "max_new_tokens": max_new, "draft_vocab": draft_vocab,
                            "paths": {n: {k: v for k, v in dataclasses.asdict(c).items() if k != "vllm"}
                                      for n, c in paths.items()}}
@@ -213,6 +220,8 @@ def run(target: Path, draft: Path, questions: list[str], draft_data: tuple[list[
 
     res["speculative"] = {"fast": [speculative(engines["fast"], prompts, k, None) for k in ks],
                           "today": [speculative(engines["today"], prompts, k, None) for k in today_ks]}
+    if eagle:  # the head: one decoder layer over the target's features (c from the loop's timers)
+        res["speculative"]["eagle"] = [speculative(engines["fast"], prompts, k, None, "eagle") for k in ks]
     res["prefix_cache"] = prefix_effect(engines["fast"], prompts, max(ks))
     return res
 
@@ -242,8 +251,8 @@ def print_table(res: dict) -> None:
           f"{res['draft_vocab_coverage']:.3f}")
     hdr = ("path", "k", "accept", "mean len", "tok/round", "speedup", "pred(v=1)", "pred(v)", "efficiency", "verify", "c", "same")
     print("  " + " ".join(f"{h:>10}" for h in hdr))
-    for n in ("today", "fast"):
-        for r in res["speculative"][n]:
+    for n in ("today", "fast", "eagle"):
+        for r in res["speculative"].get(n, []):
             mlen = "–" if r["mean_acceptance_length"] is None else f"{r['mean_acceptance_length']:.2f}"
             vals = (n, r["k"], f"{r['acceptance_rate']:.3f}", mlen, f"{r['tokens_per_round']:.2f}",
                     f"{r['speedup_measured']:.2f}x", f"{r['speedup_predicted']:.2f}x",
@@ -279,6 +288,7 @@ def main() -> None:
     # the pipeline's trained pair when it exists, else the base models
     target, draft = ((Path("models/target") / name, trained) if (trained / "config.json").exists()
                      else (Path("models/base/target"), Path("models/base/draft")))
+    eagle = Path("models/draft_eagle") / name
     distilled = Path("data/distilled") / f"{name}.jsonl"
     src = (read_jsonl(distilled, ["question", "response"]) if distilled.exists() else
            [{"question": r["question"], "response": r["answer"]}
@@ -286,7 +296,7 @@ def main() -> None:
     questions = [r["question"] for r in read_jsonl(Path("data/prepared") / a.scenario / "test.jsonl", ["question"])]
     res = run(target, draft, questions[: a.prompts], ([r["response"] for r in src], [r["question"] for r in src]),
               prompts_cfg, a.max_new_tokens, [int(k) for k in a.ks.split(",")], gen.draft_vocab or 2048,
-              [int(k) for k in a.today_ks.split(",")])
+              [int(k) for k in a.today_ks.split(",")], eagle if (eagle / "config.json").exists() else None)
     print_table(res)
     if a.json:
         from specdraft.io import write_json
