@@ -36,6 +36,8 @@ def trained():
 
 def test_the_feature_layers_are_vllms_defaults():
     assert eagle.aux_layers(30) == [2, 15, 27] and eagle.aux_layers(48) == [2, 24, 45]
+    # tiny targets: three distinct layers, as vLLM collects each layer's state once
+    assert eagle.aux_layers(4) == [1, 2, 3] and eagle.aux_layers(6) == [3, 4, 5] and eagle.aux_layers(7) == [2, 3, 4]
 
 
 def test_decoding_with_the_head_is_exact_and_the_simulation_gives_its_counts(trained):
@@ -93,7 +95,7 @@ def test_a_saved_head_loads_in_speculators_layout_and_drafts_the_same(trained, t
     cfg = json.loads((tmp_path / "head" / "config.json").read_text())
     assert cfg["speculators_model_type"] == "eagle3" and cfg["architectures"] == ["Eagle3Speculator"]
     assert cfg["draft_vocab_size"] == VOCAB and cfg["target_hidden_size"] == 64
-    assert cfg["eagle_aux_hidden_state_layer_ids"] == [2, 3, 3]
+    assert cfg["eagle_aux_hidden_state_layer_ids"] == [3, 4, 5]
     assert cfg["speculators_config"]["proposal_methods"][0]["speculative_tokens"] == 3
     assert cfg["transformer_layer_config"]["num_hidden_layers"] == 1
     from safetensors import safe_open

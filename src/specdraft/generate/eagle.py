@@ -40,8 +40,12 @@ SPECULATORS_TYPE = "eagle3"
 
 
 def aux_layers(n_layers: int) -> list[int]:
-    """vLLM's default EAGLE-3 feature layers for a target of `n_layers` decoder layers."""
-    return [2, n_layers // 2, n_layers - 3]
+    """vLLM's default EAGLE-3 feature layers for a target of `n_layers` decoder layers.
+    Below 7 layers (the rehearsal's 4-layer stand-ins) the default repeats a layer, whose
+    state vLLM collects once, so its fc would get two features instead of three: the last
+    three layers' inputs then, distinct and ascending as vLLM returns them."""
+    ids = [2, n_layers // 2, n_layers - 3]
+    return ids if len(set(ids)) == 3 and ids == sorted(ids) else list(range(max(n_layers - 3, 0), n_layers))
 
 
 def target_features(model: Any, ids: list[int], cache: Any, keep: int, layers: list[int]) -> tuple[Any, Any]:
