@@ -128,7 +128,7 @@ def tiny_models(tmp_path_factory) -> Path:
 # The opt-in KD draft for one scenario keeps its stages (train_draft_kd, evaluate_kd) tested.
 PIPELINE_OVERRIDES = ["prepare.n_train=8", "prepare.n_test=3", "prepare.n_val=4", "generation.max_new_tokens=24",
                       "train_target.epochs=1", "train_draft.epochs=1", "train_draft_eagle.epochs=2",
-                      "train_draft_kd.scenarios=[gsm8k]"]
+                      "train_draft_kd.scenarios=[gsm8k]", "distill.extra_questions=4"]
 
 
 class PipelineRun:

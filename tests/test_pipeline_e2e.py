@@ -14,6 +14,7 @@ import yaml
 
 from conftest import clone_env, venv_bin
 from pipeline_deps import params_mismatches
+from specdraft.io import read_jsonl
 
 CONFIGS = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_eagle", "cod_sd_eagle", "cot_sd_untrained",
            "cod_sd_untrained"]
@@ -52,8 +53,13 @@ def test_local_pipeline_end_to_end(local_pipeline):
         "default", "onednn"}
     for sc in SCENARIOS:
         for style in ("cot", "cod"):
-            assert json.loads((repo / f"metrics/distill/{sc}-{style}.json").read_text())["cpu_kernels"] == \
-                kernels["cpu_kernels"]
+            dm = json.loads((repo / f"metrics/distill/{sc}-{style}.json").read_text())
+            assert dm["cpu_kernels"] == kernels["cpu_kernels"]
+            # the drafts' extra questions: answered by the target, counted apart from its own
+            rows = read_jsonl(repo / f"data/distilled/{sc}-{style}.jsonl")
+            extra = [r["id"] for r in rows if r.get("extra")]
+            prepared = [r["id"] for r in read_jsonl(repo / f"data/prepared/{sc}/extra.jsonl")]
+            assert dm["n"] == 8 and dm["extra"]["n"] == 4 and extra and set(extra) <= set(prepared[:4])
 
     # evaluation metrics: sane ranges for every scenario and configuration
     for sc in SCENARIOS:

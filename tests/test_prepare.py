@@ -46,6 +46,43 @@ def test_sample_scenarios_are_leak_free_and_filtered(root, name):
 
 
 @pytest.mark.parametrize("name", ["gsm8k", "math_algebra_l12", "math_intalg_l34"])
+def test_extra_questions_are_new_filtered_and_leave_the_splits_unchanged(root, name):
+    """The drafts' extra questions: the rest of the pool after train and val, then the
+    sample generator's extra split; none a train, val or test question; the other splits
+    exactly as without them; filtered like the scenario; their order fixed by the seed."""
+    data, scenarios = _data(root)
+    sc, cfg = _sc(scenarios, name), PrepareConfig(n_train=40, n_test=40, n_val=16, seed=0)
+    out = prepare(name, sc, data, cfg)
+    without = prepare(name, sc, DataConfig(data.source, data.sample_dir, data.datasets, extra_split=None), cfg)
+    assert (out.train, out.val, out.test) == (without.train, without.val, without.test)
+    rest = without.extra  # the pool's leftovers only
+    assert out.extra[: len(rest)] == rest and len(out.extra) > len(rest) + 60
+    assert {r["source_split"] for r in out.extra[len(rest):]} == {"extra"}
+    taken = {normalize_question(r["question"]) for r in out.train + out.val + out.test}
+    extra_q = [normalize_question(r["question"]) for r in out.extra]
+    assert len(set(extra_q)) == len(extra_q) and not set(extra_q) & taken
+    assert out.stats["n_extra"] == len(out.extra) and out.stats["extra_split"] == "extra"
+    assert prepare(name, sc, data, cfg).extra == out.extra  # same seed, same order
+    if name != "gsm8k":
+        raw = {json.loads(x)["unique_id"]: json.loads(x) for x in (root / "data/sample/math/extra.jsonl").open()}
+        want = {"math_algebra_l12": ("Algebra", {"Level 1", "Level 2"}),
+                "math_intalg_l34": ("Intermediate Algebra", {"Level 3", "Level 4"})}[name]
+        for r in out.extra[len(rest):]:
+            rec = raw[r["id"].split("/", 1)[1]]
+            assert rec["type"] == want[0] and rec["level"] in want[1]
+
+
+def test_a_source_without_the_extra_split_offers_the_rest_of_the_pool(root, shared_data):
+    """A real copy of the datasets has no `extra` split: the drafts' extra questions are then
+    the training pool's leftovers (thousands on GSM8K), not an error."""
+    data, scenarios = _data(root, source=f"dir:{shared_data}")
+    out = prepare("gsm8k", _sc(scenarios, "gsm8k"), data, PrepareConfig(n_train=40, n_test=40, n_val=16, seed=0))
+    assert out.stats["extra_split"] is None and len(out.extra) >= 7000
+    assert {r["source_split"] for r in out.extra} == {"train"}
+    assert not {r["id"] for r in out.extra} & {r["id"] for r in out.train + out.val + out.test}
+
+
+@pytest.mark.parametrize("name", ["gsm8k", "math_algebra_l12", "math_intalg_l34"])
 def test_validation_questions_are_new_and_leave_training_unchanged(root, name):
     """The k sweep's questions: 16 per scenario in the local profile, none of them a training
     or test question, and adding them leaves the training set as it was (train and test
@@ -89,7 +126,7 @@ def test_pool_with_test_split_excludes_drawn_test_rows_and_records_shortfall(roo
 
 
 @pytest.mark.parametrize("over,msg", [
-    ({"test_split": "validation"}, "unknown split 'validation'; valid: ['test', 'train']"),
+    ({"test_split": "validation"}, "unknown split 'validation'; valid: ['extra', 'test', 'train']"),
     ({"filters": {"level": ["Level 9"]}}, "unknown level 'Level 9'; valid: ['Level 1'"),
     ({"filters": {"type": ["Algebr"]}}, "unknown type 'Algebr'; valid: ['Algebra'"),
     ({"dataset": "aime"}, "unknown dataset 'aime'; valid: ['gsm8k', 'math']"),

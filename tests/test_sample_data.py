@@ -20,12 +20,13 @@ def _eval(expr: str) -> Fraction:
 
 def test_committed_files_are_the_generator_output(root, tmp_path):
     write(tmp_path)
-    for f in ("gsm8k/train.jsonl", "gsm8k/test.jsonl", "math/train.jsonl", "math/test.jsonl"):
+    for f in ("gsm8k/train.jsonl", "gsm8k/test.jsonl", "gsm8k/extra.jsonl", "math/train.jsonl", "math/test.jsonl",
+              "math/extra.jsonl"):
         assert (tmp_path / f).read_bytes() == (root / "data/sample" / f).read_bytes(), f
 
 
 def test_gsm8k_calculator_annotations_and_final_answer(root):
-    for split in ("train", "test"):
+    for split in ("train", "test", "extra"):
         for row in read_jsonl(root / f"data/sample/gsm8k/{split}.jsonl", ["question", "answer"]):
             calcs = CALC.findall(row["answer"])
             assert calcs, row
@@ -38,11 +39,11 @@ def test_gsm8k_calculator_annotations_and_final_answer(root):
 def test_math_gold_answers_match_computed_answers():
     data = generate()
     n = 0
-    for split in ("train", "test"):
+    for split in ("train", "test", "extra"):
         for row in data["math"][split]:
             assert is_equivalent(row["_answer"], extract_gold(row["solution"], "math")), row
             n += 1
-    assert n >= 160
+    assert n >= 160 + 200
 
 
 def test_at_least_40_problems_per_scenario(root):
@@ -61,4 +62,17 @@ def test_sample_problems_are_not_copies_of_the_real_datasets(root, shared_data):
     real |= {json.loads(x)["problem"] for s in ("train", "test") for x in (shared_data / f"math/{s}.jsonl").open()}
     ours = {json.loads(x)["question"] for s in ("train", "test") for x in (root / f"data/sample/gsm8k/{s}.jsonl").open()}
     ours |= {json.loads(x)["problem"] for s in ("train", "test") for x in (root / f"data/sample/math/{s}.jsonl").open()}
-    assert len(ours) == 334 and not ours & real
+    ours |= {json.loads(x)["question"] for x in (root / "data/sample/gsm8k/extra.jsonl").open()}
+    ours |= {json.loads(x)["problem"] for x in (root / "data/sample/math/extra.jsonl").open()}
+    assert len(ours) == 334 + 240 + 222 and not ours & real
+
+
+def test_the_extra_split_is_new_questions_only():
+    """The drafts' extra questions never repeat a train or test question, and the extra
+    split's own random stream leaves train and test as they were before it existed."""
+    data = generate()
+    for ds, q in (("gsm8k", "question"), ("math", "problem")):
+        seen = {r[q] for s in ("train", "test") for r in data[ds][s]}
+        extra = [r[q] for r in data[ds]["extra"]]
+        assert len(set(extra)) == len(extra) and not set(extra) & seen
+    assert len(data["gsm8k"]["extra"]) == 240

@@ -243,6 +243,29 @@ def test_distill_leaves_out_empty_answers_and_counts_them(tmp_path, local_prompt
     assert kept[0]["response_ids"] == [5, 6, 2]  # the ids as generated travel with the text
 
 
+def test_extra_questions_train_the_draft_but_not_the_targets_accuracy(tmp_path, local_prompts):
+    """distill.extra_questions: the target's answers to extra questions join the draft's
+    data, marked `extra`; the metrics' accuracy stays that on the training questions, the
+    extra ones counted apart (answers in the partial file: no engine is started)."""
+    prompts, _ = local_prompts
+    train = [{"id": "q0", "question": "1+1?", "answer": "2"}]
+    extra = [{"id": "x0", "question": "3+3?", "answer": "6"}, {"id": "x1", "question": "4+4?", "answer": "8"}]
+    res = Resumable(tmp_path / "p.jsonl", "fp")
+    for r, out, ok in (("q0", "1+1=2\n#### 2", True), ("x0", "3+3=7\n#### 7", False), ("x1", "4+4=8\n#### 8", True)):
+        res.add({"id": r, "answer": "?", "output": out, "token_ids": [5, 6, 2], "extracted": None,
+                 "extraction_path": "hash", "correct": ok, "output_tokens": 3 + (r == "x1"), "truncated": False})
+    kept, m = distill(tmp_path / "no-model-needed", train, "cot", prompts, GenerationConfig(),
+                      DistillConfig(extra_questions=2), res, extra=extra)
+    assert [k["id"] for k in kept] == ["q0", "x0", "x1"] and [k.get("extra", False) for k in kept] == [False, True, True]
+    assert (m["n"], m["accuracy"], m["kept"]) == (1, 1.0, 3)
+    assert (m["extra"]["n"], m["extra"]["accuracy"], m["extra"]["mean_output_tokens"]) == (2, 0.5, 3.5)
+    kept, m = distill(tmp_path / "no-model-needed", train, "cot", prompts, GenerationConfig(),
+                      DistillConfig(keep="correct", extra_questions=2), res, extra=extra)
+    assert [k["id"] for k in kept] == ["q0", "x1"]
+    with pytest.raises(InputError, match="distill.extra_questions: must be >= 0, got -1"):
+        build(DistillConfig, {"extra_questions": -1}, "distill")
+
+
 def test_simulated_acceptance_matches_engine_counts(base_models, local_prompts):
     """The teacher-forced acceptance, on the ids the target generated, equals what the hf
     engine counts while decoding (no answer here ends within k tokens of the budget)."""

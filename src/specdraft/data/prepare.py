@@ -4,7 +4,9 @@ Order matters: the test set is drawn first from the evaluation split, then the t
 rows from the pool (the `pool_splits`) minus every question that is in the test set,
 compared on normalised text, so no question can be trained on and tested on even when
 the pool includes the rest of the test split (MATH Intermediate Algebra L3-4 has only
-641 training rows, fewer than the paper's 1000).
+641 training rows, fewer than the paper's 1000). What the pool has left after training
+and validation, then the data's extra split, are the `extra` questions: the drafts may
+learn the target's answers to them (distill.extra_questions), the target never sees them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from specdraft.answers import extract_gold
 from specdraft.config import setting
-from specdraft.data.sources import DataConfig, RawRow, load_split
+from specdraft.data.sources import DataConfig, RawRow, has_split, load_split
 from specdraft.io import InputError
 
 
@@ -51,6 +53,7 @@ class Prepared:
     test: list[dict[str, Any]]
     stats: dict[str, Any]
     val: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    extra: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def normalize_question(q: str) -> str:
@@ -121,6 +124,9 @@ def prepare(name: str, sc: ScenarioConfig, data: DataConfig, cfg: PrepareConfig)
     rng.shuffle(pool)
     train = pool[: cfg.n_train]
     val = pool[cfg.n_train: cfg.n_train + cfg.n_val]
+    split = data.extra_split if data.extra_split and has_split(sc.dataset, data.extra_split, data.source,
+                                                                 data.sample_dir) else None
+    extra = pool[cfg.n_train + cfg.n_val:] + _extra_split(load, to_row, split, test + pool, cfg.seed)
     if not train or not test:
         raise InputError(f"{where}: empty selection (train {len(train)}, test {len(test)} rows) "
                          f"from source {data.source!r} with filters {sc.filters}")
@@ -136,10 +142,25 @@ def prepare(name: str, sc: ScenarioConfig, data: DataConfig, cfg: PrepareConfig)
     stats.update(pool_size=len(pool), n_train_requested=cfg.n_train, n_train=len(train),
                  n_test_requested=cfg.n_test, n_test=len(test), n_val_requested=cfg.n_val, n_val=len(val),
                  shortfall=max(0, cfg.n_train - len(train)), test_shortfall=max(0, cfg.n_test - len(test)),
-                 test_split=sc.test_split, pool_splits=list(sc.pool_splits))
-    # Stable order on disk (sorted by id) so a re-run with the same seed is byte-identical.
+                 test_split=sc.test_split, pool_splits=list(sc.pool_splits), n_extra=len(extra),
+                 extra_split=split)
+    # Stable order on disk (sorted by id) so a re-run with the same seed is byte-identical;
+    # the extra questions in the order drawn, so that their first N are a random sample.
     return Prepared(sorted(train, key=lambda r: r["id"]), sorted(test, key=lambda r: r["id"]), stats,
-                    sorted(val, key=lambda r: r["id"]))
+                    sorted(val, key=lambda r: r["id"]), extra)
+
+
+def _extra_split(load, to_row, split: str | None, taken: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """The rows of `split` that are not already test or pool questions, shuffled by their
+    own random stream (the train/val/test draw does not change when the split appears)."""
+    if not split:
+        return []
+    seen = {normalize_question(r["question"]) for r in taken}
+    ids = {r["id"] for r in taken}
+    rows = [r for r in _dedupe([x for x in map(to_row, load(split)) if x])
+            if r["id"] not in ids and normalize_question(r["question"]) not in seen]
+    random.Random(seed).shuffle(rows)
+    return rows
 
 
 def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -182,6 +182,14 @@ MATH_COUNTS = {"train": {("Algebra", "Level 1"): 28, ("Algebra", "Level 2"): 28,
                         ("Algebra", "Level 3"): 2, ("Algebra", "Level 4"): 2, ("Prealgebra", "Level 1"): 2}}
 GSM8K_COUNTS = {"train": 60, "test": 48}
 
+# The `extra` split: questions only the drafts see (distill.extra_questions; data.extra_split
+# names it), as many as the templates give beyond train and test, up to these counts. The
+# small MATH templates run out first (Algebra L1-2: 81 and 88 distinct problems in all).
+EXTRA_COUNTS = {"gsm8k": 240, "math": {("Algebra", "Level 1"): 120, ("Algebra", "Level 2"): 120,
+                                       ("Intermediate Algebra", "Level 3"): 120,
+                                       ("Intermediate Algebra", "Level 4"): 120}}
+EXTRA_TRIES = 200  # draws without a new question before a template counts as used up
+
 
 def generate(seed: int = 2026) -> dict[str, dict[str, list[Row]]]:
     """All sample files: {dataset: {split: rows}}, deterministic for a seed.
@@ -217,7 +225,35 @@ def generate(seed: int = 2026) -> dict[str, dict[str, list[Row]]]:
                 rows.append({"problem": q, "level": level, "type": typ, "solution": s,
                              "unique_id": uid, "_answer": ans})
         out["math"][split] = rows
+    _extra(random.Random(seed + 1), seen, out)  # its own stream: train and test stay as they were
     return out
+
+
+def _draw(templates: list[Callable], r: random.Random, seen: set[str], n: int) -> list[tuple]:
+    """Up to `n` new problems from `templates` in turn, fewer when they run out of new ones."""
+    got: list[tuple] = []
+    misses = 0
+    while len(got) < n and misses < EXTRA_TRIES:
+        made = templates[len(got) % len(templates)](r)
+        if made[0] in seen:
+            misses += 1
+            continue
+        seen.add(made[0])
+        got.append(made)
+        misses = 0
+    return got
+
+
+def _extra(r: random.Random, seen: set[str], out: dict[str, dict[str, list[Row]]]) -> None:
+    out["gsm8k"]["extra"] = [{"question": q, "answer": a, "_answer": a.rsplit("#### ", 1)[1]}
+                             for q, a in _draw(GSM8K_TEMPLATES, r, seen, EXTRA_COUNTS["gsm8k"])]
+    rows: list[Row] = []
+    for (typ, level), n in EXTRA_COUNTS["math"].items():
+        subject = typ.lower().replace(" ", "_")
+        for q, s, ans in _draw(MATH_TEMPLATES[(typ, level)], r, seen, n):
+            uid = f"extra/{subject}/sample-{sum(1 for x in rows if x['type'] == typ) + 1}.json"
+            rows.append({"problem": q, "level": level, "type": typ, "solution": s, "unique_id": uid, "_answer": ans})
+    out["math"]["extra"] = rows
 
 
 def write(root: Path, seed: int = 2026) -> None:

@@ -40,6 +40,10 @@ class DataConfig:
     source: str = setting(pattern=r"hub|sample|dir:.+")  # hub, sample or dir:PATH
     sample_dir: str = "data/sample"
     datasets: dict[str, DatasetConfig] = dataclasses.field(default_factory=dict)
+    # A split whose questions only the drafts see (distill.extra_questions), after the rest
+    # of the training pool, read where a file source has it: the sample generator's `extra`
+    # on `local`; a real copy of the datasets has none (the rest of its pool is thousands).
+    extra_split: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +61,12 @@ def resolve_dir(source: str, sample_dir: str) -> Path | None:
     if source == "hub":
         return None
     return Path(sample_dir) if source == "sample" else Path(source.removeprefix("dir:"))
+
+
+def has_split(name: str, split: str, source: str, sample_dir: str) -> bool:
+    """Whether a file source holds `split` of dataset `name` (the hub: assumed so)."""
+    folder = resolve_dir(source, sample_dir)
+    return folder is None or (folder / name / f"{split}.jsonl").exists()
 
 
 def load_split(

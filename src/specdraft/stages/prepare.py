@@ -1,7 +1,7 @@
-"""Stage prepare@<scenario>: data/prepared/<scenario>/{train,val,test}.jsonl + metrics.
+"""Stage prepare@<scenario>: data/prepared/<scenario>/{train,val,test,extra}.jsonl + metrics.
 
-Params read: data.source, data.sample_dir, data.datasets.<dataset>, scenarios.<scenario>,
-prepare.
+Params read: data.source, data.sample_dir, data.extra_split, data.datasets.<dataset>,
+scenarios.<scenario>, prepare.
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ def main(args: argparse.Namespace) -> None:
     write_jsonl(args.test, out.test)
     write_jsonl(args.train, out.train)
     write_jsonl(args.val, out.val)
+    write_jsonl(args.extra, out.extra)
     write_json(args.metrics, out.stats)
-    log.info("%s: %d train (pool %d, shortfall %d), %d validation, %d test", args.scenario, out.stats["n_train"],
-             out.stats["pool_size"], out.stats["shortfall"], out.stats["n_val"], out.stats["n_test"])
+    log.info("%s: %d train (pool %d, shortfall %d), %d validation, %d test, %d extra", args.scenario,
+             out.stats["n_train"], out.stats["pool_size"], out.stats["shortfall"], out.stats["n_val"],
+             out.stats["n_test"], out.stats["n_extra"])
 
 
 if __name__ == "__main__":
@@ -44,5 +46,7 @@ if __name__ == "__main__":
     p.add_argument("--val", required=True, type=Path,
                    help="output: the validation questions, for tuned choices such as k (jsonl)")
     p.add_argument("--test", required=True, type=Path, help="output: the test questions (jsonl)")
+    p.add_argument("--extra", required=True, type=Path,
+                   help="output: questions only the drafts may see, in the order drawn (jsonl)")
     p.add_argument("--metrics", required=True, type=Path, help="output: counts and shortfall (json)")
     run(main, p)
