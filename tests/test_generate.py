@@ -199,7 +199,7 @@ def test_stage_reruns_itself_under_the_vllm_interpreter(tmp_path):
                     '>> called.txt\n')
     fake.chmod(0o755)
     args = ["--scenario", "gsm8k", "--style", "cot", "--target", "t", "--kernels", "k.json", "--cot", "a.jsonl", "--cod", "b.jsonl",
-            "--out", "o.jsonl", "--metrics", "m.json"]
+            "--extra", "x.jsonl", "--out", "o.jsonl", "--metrics", "m.json"]
     env = {**os.environ, "SPECDRAFT_VLLM_PYTHON": str(fake), "PYTHONPATH": str(ROOT / "src")}
     done = subprocess.run([sys.executable, "-m", "specdraft.stages.distill", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
