@@ -40,8 +40,10 @@ def distill(target_dir: Path, train: list[dict[str, Any]], style: str, prompts: 
     ones (the evaluation's batched pass), as training rows for the draft (`response`), and
     their accuracy and lengths. `gen` as specdraft.device.resolve applied it on `device`
     (None: what torch finds)."""
+    own_ids = {r["id"] for r in train}
+    extra = [r for r in extra if r["id"] not in own_ids]  # prepare keeps them apart; never counted twice
     extra_ids = {r["id"] for r in extra}
-    rows = list(train) + [r for r in extra if r["id"] not in {t["id"] for t in train}]
+    rows = list(train) + extra
     todo = [r for r in rows if r["id"] not in resume.done]
     if todo:
         with make_engine(target_dir, None, gen, device=device) as engine:
