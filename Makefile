@@ -106,6 +106,13 @@ PROFILE ?= paper
 rehearse-paper: $(STAMP) $(VLLM_STAMP) ## Rehearse a paper profile end to end on this CPU against local stand-ins (PROFILE=paper|paper_qwen3)
 	$(BIN)/python -m specdraft.rehearsal.run --profile $(PROFILE)
 
+GPU ?= h100-80
+NGPU ?= 1
+.PHONY: plan
+plan: $(STAMP) ## Plan a paper run before paying for it: peak GPU memory per stage, fits, GPU-hours, disk, Gemini cost (PROFILE= GPU=h100-80|h200|a100-80|a100-40|a40-48|l40s-48 NGPU=1 SET='key=value')
+	$(BIN)/python -m specdraft.plan --profile $(PROFILE) --gpu $(GPU) --ngpu $(NGPU) --json metrics/plan.json \
+		$(foreach s,$(SET),-S '$(s)')
+
 # A GPU machine (one H100 or H200, no network needed once .venv and .venv-vllm hold CUDA
 # builds): every check that needs the GPU in one script within 10 minutes, its table in
 # metrics/gpu_check.json (GPU_CHECK_JSON=<path> for another). The script comes before any set-up: on

@@ -14,7 +14,7 @@ import torch
 from specdraft.generate import eagle
 from specdraft.generate.greedy import common_prefix, decode, prefill, simulate
 from specdraft.io import InputError
-from specdraft.train.eagle import EagleSettings, Sequence, _batch, collect, train_head
+from specdraft.train.eagle import EagleSettings, Sequence, collect, make_batch, train_head
 from test_cpu_fast import EOS, VOCAB, prompts, tiny_llama
 
 
@@ -80,7 +80,7 @@ def test_training_batches_label_the_answer_tokens_of_every_step():
     s = Sequence(ids, 3, torch.zeros(6, 4))
     to_draft = torch.full((20,), -100, dtype=torch.long)
     to_draft[torch.tensor([13, 15])] = torch.tensor([0, 1])  # 14 is outside the vocabulary
-    b = _batch([s], 2, to_draft, "cpu")
+    b = make_batch([s], 2, to_draft, "cpu")
     assert b["tokens"][0, 0].tolist() == [11, 12, 13, 14, 15]
     assert b["tokens"][0, 1].tolist() == [12, 13, 14, 15, 0]
     # step 0: i=1 -> 13, i=2 -> 14 (not drafted), i=3 -> 15; step 1: i=0 -> 13, i=1 -> 14, i=2 -> 15

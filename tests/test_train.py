@@ -118,6 +118,12 @@ def test_training_resumes_only_with_the_same_settings(tiny_models, local_prompts
     assert (ck / "checkpoint-2").exists()
     m = train_and_save(model, rows, prompts, "cot", "response", cfg, tmp_path / "out", ck, tmp_path / "live")
     assert m["resumed"] is True and m["steps"] == 4
+    # the GPU record (specdraft.train.launch.use_gpus): plain python uses at most one; a
+    # CPU run records none (its metrics stay as they were)
+    if torch.cuda.device_count():
+        assert m["gpus"]["gpus_used"] == 1 and m["gpus"]["why"]
+    else:
+        assert "gpus" not in m
     assert (tmp_path / "out/model.safetensors").exists() and not (tmp_path / "out/adapter").exists()
     assert not ck.exists()
 
@@ -173,32 +179,6 @@ def test_the_merge_reloads_the_base_unquantised(tiny_models, local_prompts, tmp_
             torch.testing.assert_close(merged[k], v, rtol=0, atol=1e-6)
         assert (out / "adapter/adapter_config.json").exists()
         assert json.loads((out / "specdraft.json").read_text())["quantised_base_in_training"] is bits
-
-
-def test_plain_python_with_several_gpus_is_refused(tmp_path, root):
-    """The stage process sees 2 GPUs (torch.cuda.device_count faked at start-up by a
-    sitecustomize) and is started by plain python: exit 2 with what to set instead."""
-    import os
-    import subprocess
-    import sys
-
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site/sitecustomize.py").write_text("import torch\ntorch.cuda.device_count = lambda: 2\n")
-    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
-    import json as js
-
-    row = {"id": "q0", "question": "What is 3 + 4?", "answer": "7", "response": "3 + 4 = 7\n#### 7"}
-    for f in ("cot.jsonl", "cod.jsonl"):
-        (tmp_path / f).write_text(js.dumps(row) + "\n" + js.dumps({**row, "id": "q1"}) + "\n")
-    cmd = [sys.executable, "-m", "specdraft.stages.train_target", "--scenario", "gsm8k", "--style", "cot", "--base",
-           "models/base/target", "--cot", "cot.jsonl", "--cod", "cod.jsonl", "--out", "out", "--live", "live"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(root / "src")])}
-    env.pop("WORLD_SIZE", None)
-    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2, p.stderr[-2000:]
-    assert "2 GPUs are visible but the stage was started by plain python" in p.stderr
-    assert "accelerate launch --config_file conf/accelerate/ddp.yaml" in p.stderr
-    assert not (tmp_path / "out").exists()
 
 
 def test_split_is_deterministic_and_holds_out():

@@ -53,6 +53,12 @@ def check_all(params: dict[str, Any]) -> None:
                 raise InputError(f"params.yaml: {key}: expected a mapping of named entries, got {entries!r}")
             for name, value in entries.items():
                 build(_cls(path), value, f"{key}.{name}")
+        # an EAGLE head drafts k tokens with the steps it was trained to unroll: a step it
+        # never trained for would draft from inputs it has never seen
+        ttt, k = get(params, "train_draft_eagle.ttt_steps"), get(params, "generation.num_speculative_tokens")
+        if ttt < k:
+            raise InputError(f"params.yaml: train_draft_eagle.ttt_steps: {ttt} < generation.num_speculative_tokens "
+                             f"{k}: the head would draft step {ttt + 1} untrained; set ttt_steps to at least {k}")
         # opt-in stages iterate over a list of scenario names: each must be one
         unknown = [s for s in get(params, "train_draft_kd.scenarios") or [] if s not in get(params, "scenarios")]
         if unknown:

@@ -398,7 +398,9 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
             **speculative_metrics(preds[v], gen.num_speculative_tokens),
             "k_sweep_source": {"file": val[0], "questions": len(val[1]), "split": "validation"} if sweep[2] and hf
             else None,
-            "engine_counters": counters.get(v)}  # vLLM's own counters, as a cross-check
+            "engine_counters": counters.get(v),  # vLLM's own counters, as a cross-check
+            # vLLM: the draft's tensor-parallel size as asked and as run (specdraft.generate.vllm_engine)
+            **({} if hf else {"draft_tensor_parallel": getattr(engine, "draft_tp", {}).get(v)})}
         if v in preds.get("sweep", {}):
             m = out[config_name(style, v)]
             m["k_sweep"] = sweep_metrics(preds["sweep"][v], preds["forward_ms"], m.get("cost_ratio_c"))

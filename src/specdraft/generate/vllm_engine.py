@@ -15,6 +15,11 @@ Greedy means greedy: the checkpoint's generation_config.json (Qwen: sampling def
 repetition penalty) is switched off (`generation_config="vllm"`) and every sampling
 parameter is given explicitly.
 
+Tensor parallelism: the target splits over `generation.vllm.tensor_parallel_size` GPUs or
+is refused with the reason; the draft runs on 1 GPU or on as many as the target (all vLLM
+allows), the largest of those its heads split over (`draft_tensor_parallel`): a
+Qwen2.5-0.5B draft (14 heads) beside a 4-way target runs on one, recorded per draft.
+
 Statistics: per request from CompletionOutput.spec_decode_metrics
 (`per_request_spec_decode_metrics="summary"`): a histogram of accepted draft tokens per
 verify step and the proposed count (GenOutput.accepted_hist); engine-wide counters from
@@ -39,12 +44,65 @@ from typing import Any
 
 from specdraft.generate.api import GenerationConfig, GenOutput
 from specdraft.generate.eagle import is_head_dir
+from specdraft.io import InputError
 from specdraft.prompts import render
 
 log = logging.getLogger("vllm_engine")
 
 COUNTERS = ("vllm:spec_decode_num_drafts", "vllm:spec_decode_num_draft_tokens", "vllm:spec_decode_num_accepted_tokens",
             "vllm:spec_decode_num_accepted_tokens_per_pos")
+
+
+def attention_heads(model_dir: str | Path) -> tuple[int, int] | None:
+    """(attention heads, KV heads) from a model folder's config.json; an EAGLE-3 head's
+    (speculators layout) are in its transformer_layer_config. None where it has none."""
+    f = Path(model_dir) / "config.json"
+    if not f.is_file():
+        return None
+    cfg = json.loads(f.read_text())
+    cfg = cfg.get("transformer_layer_config") or cfg.get("text_config") or cfg
+    heads = cfg.get("num_attention_heads")
+    if not heads:
+        return None
+    return int(heads), int(cfg.get("num_key_value_heads") or heads)
+
+
+def split_refusal(heads: int, kv_heads: int, tp: int) -> str | None:
+    """Why vLLM 0.32 cannot split a model with these heads over `tp` GPUs, or None: its
+    ModelConfig.verify_with_parallel_config needs heads % tp == 0, and QKVParallelLinear
+    divides the KV heads over the GPUs (tp <= kv heads: kv % tp == 0) or replicates them
+    (tp > kv heads: tp % kv == 0)."""
+    if heads % tp:
+        return f"{heads} attention heads do not split over {tp} GPUs"
+    if tp <= kv_heads and kv_heads % tp:
+        return f"{kv_heads} KV heads do not split over {tp} GPUs"
+    if tp > kv_heads and tp % kv_heads:
+        return f"{kv_heads} KV heads cannot be replicated evenly over {tp} GPUs"
+    return None
+
+
+def draft_tensor_parallel(requested: int, target_tp: int, heads: tuple[int, int] | None) -> dict[str, Any]:
+    """The draft's tensor-parallel size: {"requested", "used", "why"}. vLLM takes 1 or the
+    target's size (SpeculativeConfig._verify_and_get_draft_tp): the target's where the
+    request reaches it and the draft's heads split over it, else 1, which always splits,
+    so a draft is mapped, never refused. `why` says what changed (None: nothing)."""
+    why = None if requested in (1, target_tp) else f"vLLM runs a draft on 1 GPU or on the target's {target_tp}"
+    if target_tp > 1 and requested >= target_tp:
+        reason = None if heads is None else split_refusal(*heads, target_tp)
+        if reason is None:
+            return {"requested": requested, "used": target_tp, "why": why}
+        why = f"the draft's {reason}"
+    return {"requested": requested, "used": 1, "why": why}
+
+
+def check_target_tensor_parallel(target_dir: str | Path, tp: int) -> None:
+    """Refuse a target that vLLM cannot split over `tp` GPUs, before any engine starts."""
+    heads = attention_heads(target_dir)
+    reason = None if heads is None or tp == 1 else split_refusal(*heads, tp)
+    if reason:
+        ok = [t for t in range(1, 17) if split_refusal(*heads, t) is None]
+        raise InputError(f"generation.vllm.tensor_parallel_size {tp}: the target {target_dir}'s {reason} "
+                         f"(sizes that split it: {ok})")
 
 
 class VLLMEngine:
@@ -63,6 +121,15 @@ class VLLMEngine:
             # evaluation metrics record draft_quant none and draft_vocab 0 for this engine.
             log.warning("generation.draft_vocab / draft_quant are hf-engine options: vllm runs the draft as saved")
         self.target_dir, self.cfg = Path(target_dir), cfg
+        v = cfg.vllm
+        check_target_tensor_parallel(self.target_dir, v.tensor_parallel_size)
+        # per draft: the tensor-parallel size it runs with (in the evaluation metrics)
+        self.draft_tp = {name: draft_tensor_parallel(v.draft_tensor_parallel_size, v.tensor_parallel_size,
+                                                     attention_heads(d)) for name, d in self.drafts.items()}
+        for name, choice in self.draft_tp.items():
+            if choice["used"] != choice["requested"]:
+                log.warning("draft %s: draft_tensor_parallel_size %d -> %d (%s)", name, choice["requested"],
+                            choice["used"], choice["why"])
         self.draft_subset = None
         self.tokenizer = AutoTokenizer.from_pretrained(self.target_dir)
         self.llm: Any = None
@@ -87,7 +154,7 @@ class VLLMEngine:
             method = "eagle3" if is_head_dir(self.drafts[draft]) else "draft_model"
             spec = {"method": method, "model": str(self.drafts[draft]),
                     "num_speculative_tokens": self.cfg.num_speculative_tokens,
-                    "draft_tensor_parallel_size": self.cfg.vllm.draft_tensor_parallel_size}
+                    "draft_tensor_parallel_size": self.draft_tp[draft]["used"]}
         v = self.cfg.vllm
         t = time.perf_counter()
         self.llm = LLM(model=str(self.target_dir), speculative_config=spec, dtype=self.cfg.dtype, seed=0,

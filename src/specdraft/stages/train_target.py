@@ -3,7 +3,7 @@
 Reads the final teacher set of the style (questions accepted in both passes); writes the
 merged model (and its adapter) to models/target/<scenario>-<style>/ and curves and final
 losses to metrics/train/target/<scenario>-<style>/. Params read: train_target, prompts,
-runtime. Multi-GPU: train_target.launcher (accelerate configs in conf/accelerate/).
+runtime. Multi-GPU: params `launcher` (specdraft.train.launch, configs in conf/accelerate/).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The data is what the head sees when it drafts: the target's features over its distilled
 answers (prompt + the token ids it generated), from one teacher-forced forward per answer,
-taken once and kept in memory (the target is frozen; ~50 answers of ~130 tokens for the
-local profile). The loss is EAGLE-3's training-time test: step 0 reads the target's
+taken once and kept in host memory (the target is frozen; ~50 answers of ~130 tokens for
+the local profile; on a GPU the target is moved off it while the head trains, and each
+padded batch is built when it is used: specdraft.plan measures why). The loss is EAGLE-3's training-time test: step 0 reads the target's
 features at position i with token i+1 and predicts token i+2; step j > 0 reads the head's
 own step j-1 output with token i+1+j and predicts token i+2+j, attending causally to the
 step-0 entries and to its own earlier steps at the same position (the diagonal), exactly
@@ -62,11 +63,23 @@ def collect(target: Any, pairs: list[tuple[list[int], list[int]]], layers: list[
             ids = list(p) + list(a)
             # kept in the target's dtype (bf16 on a GPU halves it); batches are cast to fp32
             feats = target_features(target, ids, None, 1, layers)[1]
-            out.append(Sequence(ids, len(p), feats.clone()))
+            out.append(Sequence(ids, len(p), to_host(feats)))
     return out
 
 
-def _batch(seqs: list[Sequence], steps: int, to_draft: Any, device: Any) -> dict[str, Any]:
+def to_host(feats: Any) -> Any:
+    """A copy in host memory (pinned when it comes from a GPU, so batches copy back
+    asynchronously): a 14B target's features over ~1000 answers are ~30 GB in bf16, which
+    must not stay on the GPU beside the target and then the head's training."""
+    import torch
+
+    if feats.device.type != "cuda":
+        return feats.to("cpu", copy=True)
+    host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
+    return host.copy_(feats)
+
+
+def make_batch(seqs: list[Sequence], steps: int, to_draft: Any, device: Any) -> dict[str, Any]:
     """Padded tensors of a batch: features (B, T, F) for positions 0..T-1 (T = longest - 1),
     the input token of each step (B, S, T), its label in draft ids (-100: none)."""
     import torch
@@ -119,16 +132,22 @@ def ttt_loss(head: Any, batch: dict[str, Any], steps: int, decay: float) -> tupl
         hidden = layer.epilogue(layer.self_attn.attend(q, keys, values, causal), residual)
         logits = head.lm_head(head.norm(hidden))
         lab = labels[:, j, s:]
-        n = int((lab != -100).sum())
+        n = _count(lab != -100)
         if n:
             total = total + decay ** j * F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1),
                                                          ignore_index=-100)
             weight += decay ** j
             with torch.no_grad():
-                acc.append((int(((logits.argmax(-1) == lab) & (lab != -100)).sum()), n))
+                acc.append((_count((logits.argmax(-1) == lab) & (lab != -100)), n))
         else:
             acc.append((0, 0))
     return total / max(weight, 1e-9), acc
+
+
+def _count(mask: Any) -> int:
+    """True entries of `mask`; a data-less meta tensor (specdraft.plan runs this loss at
+    real shapes) counts as all true."""
+    return mask.numel() if mask.device.type == "meta" else int(mask.sum())
 
 
 def train_head(head: Any, train: list[Sequence], cfg: EagleSettings, log: Callable[[int, dict], None]) -> list[dict]:
@@ -149,15 +168,20 @@ def train_head(head: Any, train: list[Sequence], cfg: EagleSettings, log: Callab
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     batches = [train[i:i + cfg.batch_size] for i in range(0, len(train), cfg.batch_size)]
-    prepared = [_batch(bt, cfg.ttt_steps, to_draft, head.device) for bt in batches]
+    # on a GPU: bf16 autocast; batches built one at a time from host memory (at paper scale
+    # all padded fp32 batches together would not fit beside the head's training)
+    cuda = head.device.type == "cuda"
     history, step = [], 0
     head.train()
     for epoch in range(cfg.epochs):
-        order = list(range(len(prepared)))
+        order = list(range(len(batches)))
         rng.shuffle(order)
         losses, hits = [], [[0, 0] for _ in range(cfg.ttt_steps)]
         for i in order:
-            loss, acc = ttt_loss(head, prepared[i], cfg.ttt_steps, cfg.step_decay)
+            batch = make_batch(batches[i], cfg.ttt_steps, to_draft, head.device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                loss, acc = ttt_loss(head, batch, cfg.ttt_steps, cfg.step_decay)
+            del batch
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -62,8 +62,9 @@ class TrainConfig:
     load_in_4bit: bool = False  # QLoRA (bitsandbytes, GPU extra)
     logging_steps: int = setting(1, ge=1)
     save_steps: int = setting(20, ge=1)
-    # How the stage is started: "python", or "accelerate launch --config_file
-    # conf/accelerate/<ddp|fsdp|zero3>.yaml" for several GPUs (used in dvc.yaml's cmd).
+    # How the stage is started (dvc.yaml's cmd; conf/config.yaml sets both sections from the
+    # top-level `launcher`): "python" (one GPU at most), or "python -m specdraft.train.launch
+    # --config_file conf/accelerate/<ddp|fsdp|zero3>.yaml" (one process per visible GPU).
     launcher: str = "python"
     # Training is compute-bound (unlike decoding, which is memory-bound and gains nothing
     # from a second thread here): a thread count of its own; null = runtime.threads.
@@ -74,6 +75,14 @@ def weights_dtype(cfg: TrainConfig) -> str:
     """The dtype the model is loaded in: bf16 only for a frozen LoRA base (its adapter
     stays fp32); full fine-tuning keeps fp32 master weights and autocasts to bf16."""
     return "bfloat16" if cfg.bf16 and cfg.method == "lora" else "float32"
+
+
+def lora_config(cfg: TrainConfig):
+    """peft's LoraConfig for these settings (the trainer's and the memory plan's)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
 
 
 def training_args(cfg: TrainConfig, ckpt_dir: Path, has_val: bool):

@@ -13,7 +13,8 @@ Paper scale, as open-r1 and TRL do it:
 - every rank saves (`trainer.save_model()`: the full state dict gathered under FSDP or
   ZeRO-3, the adapter for LoRA); the main process then merges and measures
   (specdraft.train.finish), in a fresh process under FSDP and DeepSpeed;
-- launch checks (specdraft.train.launch) refuse set-ups that would silently train wrong.
+- launch checks (specdraft.train.launch) refuse set-ups that would silently train wrong;
+  plain python on a machine with several GPUs trains on the first one (in the metrics).
 
 An interrupted training resumes from its last checkpoint when it was made with the same
 settings, data and models (specdraft.train.checkpoints), its curves cut back to that
@@ -39,8 +40,8 @@ from specdraft.train.finish import run as run_finish
 from specdraft.train.launch import (
     check_distributed,
     check_kd_teacher,
-    check_launcher,
     post_training_in_fresh_process,
+    use_gpus,
 )
 from specdraft.train.settings import KDSettings, TrainConfig, training_args
 from specdraft.train.trainers import make_trainer
@@ -79,7 +80,7 @@ def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: P
     examples (the trainer's distributed sampler) and takes part in saving; only the main
     process finishes (specdraft.train.finish) and writes the model and metrics and gets
     them back, the other ranks get None."""
-    check_launcher()
+    gpus = use_gpus()  # before torch sets up CUDA: plain python keeps to one GPU
     examples = build_examples(rows, prompts, style, text_field)
     if len(examples) < 2:
         raise InputError(f"too few training rows ({len(examples)}) for {out_dir}")
@@ -113,6 +114,8 @@ def train_and_save(model_dir: str | Path, rows: list[dict[str, Any]], prompts: P
                "epochs": cfg.epochs, "method": cfg.method, "objective": "sft" if kd is None else "kd",
                **({} if kd is None else {"kd_beta": kd.beta, "kd_temperature": kd.temperature}),
                "resumed": last is not None, "world_size": world, "device": str(trainer.args.device),
+               # visible, used, which, why (specdraft.train.launch.use_gpus); a CPU run has none to record
+               **({"gpus": gpus} if gpus["gpus_visible"] else {}),
                "global_batch_size": cfg.batch_size * cfg.grad_accum * world,
                "train_loss_first": train_losses[0] if train_losses else None,
                "train_loss_last": train_losses[-1] if train_losses else None,

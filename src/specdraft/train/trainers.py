@@ -18,12 +18,13 @@ Training curves go through dvclive into metrics/train/<role>/<scenario>-<style>/
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from specdraft.io import InputError
 from specdraft.train.examples import check_lengths
-from specdraft.train.settings import KDSettings, TrainConfig, training_args
+from specdraft.train.settings import KDSettings, TrainConfig, lora_config, training_args
 
 
 def distribution_loss(student: Any, teacher: Any, beta: float, temperature: float) -> Any:
@@ -42,9 +43,37 @@ def distribution_loss(student: Any, teacher: Any, beta: float, temperature: floa
     return loss * temperature ** 2
 
 
+def answer_cross_entropy(logits: Any, target: Any) -> Any:
+    """Summed loss over the labelled positions: cross-entropy on the answer tokens."""
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+                           reduction="sum")
+
+
+def completion_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None,
+                    loss_sum: Callable[..., Any] | None = None, keep: Any = None) -> tuple[Any, Any]:
+    """(mean loss over completion tokens, model output): the head and the loss computed only
+    at positions whose next token is labelled (`CompletionSFTTrainer`). Also what the
+    memory plan runs at real shapes (specdraft.plan), which passes `keep` (every position:
+    the most a batch can hold) since data-less tensors cannot say which are labelled."""
+    import torch
+
+    labels = inputs["labels"]
+    shifted = labels[:, 1:]
+    if keep is None:
+        keep = (shifted != -100).any(dim=0).nonzero().squeeze(-1)
+    fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+    out = model(**fwd, use_cache=False, logits_to_keep=keep)
+    target = shifted[:, keep]
+    loss = (loss_sum or (lambda lg, tg, _f, _k: answer_cross_entropy(lg, tg)))(out.logits, target, fwd, keep)
+    n = (target != -100).sum() if num_items_in_batch is None else num_items_in_batch
+    return loss / torch.as_tensor(n, device=loss.device).clamp(min=1), out
+
+
 def trainer_classes():
     import torch
-    import torch.nn.functional as F
     from trl import SFTTrainer
 
     class CompletionSFTTrainer(SFTTrainer):
@@ -58,24 +87,13 @@ def trainer_classes():
         """
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            labels = inputs["labels"]
-            shifted = labels[:, 1:]
-            keep = (shifted != -100).any(dim=0).nonzero().squeeze(-1)
-            fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
-            out = model(**fwd, use_cache=False, logits_to_keep=keep)
-            target = shifted[:, keep]
-            loss = self.loss_sum(out.logits, target, fwd, keep)
-            n = (target != -100).sum() if num_items_in_batch is None else num_items_in_batch
-            loss = loss / torch.as_tensor(n, device=loss.device).clamp(min=1)
+            loss, out = completion_loss(model, inputs, num_items_in_batch, self.loss_sum)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes
             return (loss, out) if return_outputs else loss
 
         def loss_sum(self, logits, target, fwd, keep):
-            """Summed loss over the labelled positions: cross-entropy on the answer tokens."""
-            logits = logits.float()
-            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
-                                   reduction="sum")
+            return answer_cross_entropy(logits, target)
 
     class DistributionKDTrainer(CompletionSFTTrainer):
         """The same positions, scored against the frozen target's distribution there
@@ -140,12 +158,7 @@ def make_trainer(model_dir: str | Path, train: list[dict], val: list[dict], cfg:
 
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                           bnb_4bit_compute_dtype=torch.bfloat16)
-    peft_config = None
-    if cfg.method == "lora":
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                 target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    peft_config = lora_config(cfg) if cfg.method == "lora" else None
     callbacks = []
     # Several processes (accelerate launch / torchrun): every rank trains on its shard,
     # only the main one writes curves.
