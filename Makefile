@@ -113,6 +113,12 @@ plan: $(STAMP) ## Plan a paper run before paying for it: peak GPU memory per sta
 	$(BIN)/python -m specdraft.plan --profile $(PROFILE) --gpu $(GPU) --ngpu $(NGPU) --json metrics/plan.json \
 		$(foreach s,$(SET),-S '$(s)')
 
+.PHONY: paper-run
+paper-run: $(STAMP) ## GPU machine: the plan for the visible GPUs first (exit 2 if a stage cannot fit), then dvc exp run -S profile=$(PROFILE)
+	$(BIN)/python -m specdraft.plan --profile $(PROFILE) --gpu auto --check --json metrics/plan.json \
+		$(foreach s,$(SET),-S '$(s)')
+	$(BIN)/dvc exp run -S profile=$(PROFILE) $(foreach s,$(SET),-S '$(s)')
+
 # A GPU machine (one H100 or H200, no network needed once .venv and .venv-vllm hold CUDA
 # builds): every check that needs the GPU in one script within 10 minutes, its table in
 # metrics/gpu_check.json (GPU_CHECK_JSON=<path> for another). The script comes before any set-up: on

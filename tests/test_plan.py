@@ -135,3 +135,32 @@ def test_make_plan_fits_one_h100_and_names_the_settings_for_an_a40(tmp_path, roo
     assert "it fits with -S train_target.load_in_4bit=true" in r.stdout
     plan = json.loads(out.read_text())
     assert not plan["fits"] and all(s.get("fix") for s in plan["stages"] if not s["fits"])
+
+
+def test_the_plan_for_the_visible_gpus(monkeypatch, root):
+    """`--gpu auto` (make paper-run): refused where torch sees no GPU; on a faked machine
+    with four A100 40 GB it plans for their memory with the A100's throughput, and for an
+    unknown part it says that H100 figures are assumed."""
+    import types
+
+    import torch
+
+    from specdraft.io import InputError
+    from specdraft.plan import gpus
+
+    r = subprocess.run([sys.executable, "-m", "specdraft.plan", "--gpu", "auto", "--check"], cwd=root,
+                       capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 2 and "no CUDA GPU visible to plan for" in r.stderr
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="no CUDA GPU visible"):
+        gpus.detect()
+    props = types.SimpleNamespace(name="NVIDIA A100-SXM4-40GB", total_memory=40 * 2**30)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    g, n = gpus.detect()
+    assert n == 4 and g.memory_mib == 40960 and g.bf16_tflops == gpus.GPUS["a100-40"].bf16_tflops
+    props.name = "NVIDIA L4"
+    g, _ = gpus.detect()
+    assert "H100 throughput assumed" in g.name and g.bandwidth_tbs == gpus.GPUS["h100-80"].bandwidth_tbs

@@ -9,7 +9,9 @@ step of every GPU stage at its real shapes on meta tensors (specdraft.plan.stage
 prints one row per stage (peak memory with its breakdown, the limit with 10 % headroom,
 fits or not, GPU-hours) and the totals (GPU-hours, disk, the Gemini cost and wait). With
 `--check` it exits 2 when a stage does not fit, naming the stage, its peak, the GPU's
-memory and the setting to change.
+memory and the setting to change; `--gpu auto --check` plans for the GPUs of this machine
+(`make paper-run` runs it before `dvc exp run`, so a run that cannot fit is refused before
+the teacher is paid or a model is loaded).
 
 `--self-check` runs the local 135M target's LoRA training step twice, with real tensors on
 the CPU and on meta tensors, and prints both peaks: the planner's own error where it can
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="paper")
-    p.add_argument("--gpu", default="h100-80")
+    p.add_argument("--gpu", default="h100-80", help="a GPU of specdraft.plan.gpus, or auto: the visible ones")
     p.add_argument("--ngpu", type=int, default=1)
     p.add_argument("--json", default=None, help="write the plan here (e.g. metrics/plan.json)")
     p.add_argument("--check", action="store_true", help="exit 2 when a stage does not fit")

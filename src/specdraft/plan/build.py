@@ -77,13 +77,17 @@ def _row(stage: str, peak: dict[str, float], gpu: Any, hours: float, gpus: int, 
 
 
 def make_plan(params: dict[str, Any], gpu_name: str, ngpu: int) -> dict[str, Any]:
-    """The plan of the composed profile `params` on `ngpu` GPUs of kind `gpu_name`."""
+    """The plan of the composed profile `params` on `ngpu` GPUs of kind `gpu_name` ("auto":
+    the GPUs torch sees here, all of them)."""
     from specdraft.config import build
     from specdraft.generate.api import GenerationConfig
     from specdraft.train.eagle import EagleSettings
     from specdraft.train.settings import TrainConfig
 
-    gpu = gpu_table.gpu(gpu_name)
+    if gpu_name == "auto":
+        gpu, ngpu = gpu_table.detect()
+    else:
+        gpu = gpu_table.gpu(gpu_name)
     tt = build(TrainConfig, params["train_target"], "train_target")
     td = build(TrainConfig, params["train_draft"], "train_draft")
     te = build(EagleSettings, params["train_draft_eagle"], "train_draft_eagle")

@@ -44,6 +44,28 @@ GPUS = {g.name: g for g in (
 )}
 
 
+def detect() -> tuple[GPU, int]:
+    """(the visible GPU, how many): memory as torch reports it; throughput and bandwidth of
+    the table's part whose name it carries (H100 figures for a part the table lacks, said
+    in the name). Refuses when torch sees no CUDA GPU."""
+    import torch
+
+    from specdraft.io import InputError
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not n:
+        raise InputError("no CUDA GPU visible to plan for: name one with --gpu (GPU=...), one of "
+                         f"{sorted(GPUS)}")
+    props = torch.cuda.get_device_properties(0)
+    name = props.name.lower().replace(" ", "")
+    known = {"h200": "h200", "h100": "h100-80", "a100": "a100-80" if props.total_memory > 60 * 2**30 else "a100-40",
+             "a40": "a40-48", "l40s": "l40s-48"}
+    like = next((GPUS[v] for k, v in known.items() if k in name), None)
+    base = like or GPUS["h100-80"]
+    label = f"{props.name} (visible)" if like else f"{props.name} (visible; H100 throughput assumed)"
+    return GPU(label, props.total_memory // 2**20, base.bf16_tflops, base.bandwidth_tbs), n
+
+
 def gpu(name: str) -> GPU:
     from specdraft.io import InputError
 
