@@ -4,11 +4,12 @@ The data is what the head sees when it drafts: the target's features over its di
 answers (prompt + the token ids it generated), from one teacher-forced forward per answer,
 taken once and kept in host memory (the target is frozen; ~50 answers of ~130 tokens for
 the local profile; on a GPU the target is moved off it while the head trains, and each
-padded batch is built when it is used: specdraft.plan measures why). The loss is
-EAGLE-3's training-time test: step 0 reads the target's features at position i with token
-i+1 and predicts token i+2; step j > 0 reads the head's own step j-1 output with token i+1+j and predicts token i+2+j, attending causally to the
-step-0 entries and to its own earlier steps at the same position (the diagonal), exactly
-what decoding does after a verify. Losses of step j are weighted by step_decay**j.
+padded batch is built when it is used: specdraft.plan measures why). The loss is EAGLE-3's
+training-time test: step 0 reads the target's features at position i with token i+1 and
+predicts token i+2; step j > 0 reads the head's own step j-1 output with token i+1+j and
+predicts token i+2+j, attending causally to the step-0 entries and to its own earlier steps
+at the same position (the diagonal), exactly what decoding does after a verify. Losses of
+step j are weighted by step_decay**j.
 
 Labels are the target's answer tokens (its greedy choices) mapped into the draft
 vocabulary; a token outside it cannot be drafted and gives no loss. Why hand-written rather
