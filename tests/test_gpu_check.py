@@ -104,3 +104,18 @@ def test_on_a_gpu_machine_the_table_is_printed_and_written(tmp_path, monkeypatch
                                 "result": "fail", "note": "metrics say cpu"}]
     rows = [line.split()[:4] for line in capsys.readouterr().out.splitlines() if line.startswith("only ")]
     assert len(rows) == 1 and rows[0][:2] == ["only", "cuda"] and rows[0][3] == "fail"
+
+
+def test_the_rehearsal_keeps_vllms_own_processes_on_a_gpu(tmp_path):
+    """On the CPU the rehearsal runs vLLM in one process with a 1 GiB KV cache; on CUDA
+    (runtime.device=cuda, as gpu-check's rehearsal step sets it) neither is forced, so each
+    engine's core process exits with its engine and returns the GPU's memory."""
+    from specdraft.rehearsal.run import stage_env
+
+    cpu, cuda = stage_env(tmp_path), stage_env(tmp_path, cuda=True)
+    assert cpu["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and cpu["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    import os
+
+    for key in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE"):
+        assert cuda.get(key) == os.environ.get(key)
+    assert cuda["PYTHONPATH"] == cpu["PYTHONPATH"] == str(tmp_path / "repo" / "src")

@@ -136,14 +136,19 @@ def _stage_times(log: list[tuple[float, str]], end: float) -> dict[str, float]:
             for i, (t, name) in enumerate(starts)}
 
 
-def stage_env(workdir: Path, hub_url: str | None = None, gemini_url: str | None = None) -> dict[str, str]:
+def stage_env(workdir: Path, hub_url: str | None = None, gemini_url: str | None = None,
+              cuda: bool = False) -> dict[str, str]:
     """The environment the rehearsed repository's stages run in (workdir/repo): this
     environment's tools first, the copy's own code, the fakes' addresses, an HF_HOME of its
-    own, and vLLM on the CPU in one process."""
+    own, and on the CPU vLLM in one process with a 1 GiB KV cache. `cuda` (the rehearsal
+    runs with runtime.device=cuda, as make gpu-check does): vLLM's defaults, its engine
+    core in a process of its own that returns the GPU's memory when the engine closes."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": str(workdir / "repo" / "src"), "HF_HOME": str(workdir / "hf_home"),
            "HF_HUB_DISABLE_TELEMETRY": "1", "DVC_NO_ANALYTICS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1"}
+    if not cuda:
+        env.update(VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0")
     for key in ("HF_HUB_OFFLINE", "GOOGLE_API_KEY", "GEMINI_API_KEY", "HF_ENDPOINT", "GOOGLE_GEMINI_BASE_URL"):
         env.pop(key, None)
     if hub_url:
@@ -175,7 +180,7 @@ def rehearse(profile: str, workdir: Path, extra: list[str] | None = None, data: 
                                "data_kind": "real GSM8K and MATH" if data == SHARED_DATA else "sample problems",
                                "hub_repos": {f"{r.kind}:{r.repo_id}": r.sha for r in repos}}
     with FakeHub(repos) as hub, FakeGemini(reference_answer(gold_index(data)), polls_before_done=1) as gem:
-        env = stage_env(workdir, hub.url, gem.url)
+        env = stage_env(workdir, hub.url, gem.url, cuda=params["runtime"]["device"] == "cuda")
         cmd = ["dvc", "exp", "run", *[x for o in overrides for x in ("-S", o)], *(targets or [])]
         log: list[tuple[float, str]] = []
         with (workdir / "dvc.log").open("w") as fh:
