@@ -95,8 +95,8 @@ replicates: $(STAMP) ## Queue the pipeline under N training seeds and tabulate t
 	$(BIN)/python -m specdraft.report.replicates --n $(N)
 
 .PHONY: compare diff
-diff: $(STAMP) ## Review two revisions: accuracy, tokens, acceptance, speedup per scenario and configuration (make diff A=<rev> B=<rev>)
-	$(BIN)/dvc metrics diff --targets metrics/headline.json -- $(A) $(B)
+diff: $(STAMP) ## Review two revisions: accuracy, tokens, acceptance, speedup per scenario and configuration, stage times (make diff A=<rev> B=<rev>)
+	$(BIN)/dvc metrics diff --targets metrics/headline.json metrics/stage_times.json -- $(A) $(B)
 
 compare: $(STAMP) ## Significance of per-sample differences between two revisions: make compare A=<rev> B=<rev>
 	$(BIN)/dvc metrics diff $(A) $(B)

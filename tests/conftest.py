@@ -15,6 +15,18 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_runtest_logreport(report) -> None:
+    """$SPECDRAFT_TEST_TIMES=<file>: one JSON line per test phase, for
+    `python -m specdraft.tools.test_times <file>` (where the suite's time goes; .ci/run)."""
+    path = os.environ.get("SPECDRAFT_TEST_TIMES")
+    if path:
+        import json
+
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"nodeid": report.nodeid, "when": report.when, "duration": round(report.duration, 3),
+                                 "outcome": report.outcome}) + "\n")
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "gsm8k" / "train.jsonl").exists():

@@ -101,3 +101,25 @@ def test_the_kd_draft_is_opt_in_per_scenario(tmp_path, root):
     params["train_draft_kd"]["scenarios"] = ["gsm8k", "gsm9k"]
     with pytest.raises(InputError, match=r"train_draft_kd.scenarios: \['gsm9k'\] not in scenarios"):
         check_all(params)
+
+
+def test_every_stage_writes_its_time_to_a_declared_uncached_metric(root):
+    """Time is a metric (specdraft.stages._cli --times): each stage's own file, declared as
+    a git-tracked metric so `dvc metrics diff` sees it, under metrics/time/ where the report
+    reads it (the report's own outside it: it reads that folder)."""
+    import yaml
+
+    seen = []
+    for st in pd.stages(root):
+        words = st.cmd.split()
+        assert "--times" in words, f"{st.name}: no --times in its cmd"
+        path = words[words.index("--times") + 1]
+        metric = [o for o in st.outs if o.def_path == path]
+        assert metric and metric[0].metric and not metric[0].use_cache, f"{st.name}: {path} not an uncached metric"
+        want = "metrics/report_time.json" if st.name == "report" else \
+            f"metrics/time/{st.name.replace('@', '/')}.json"
+        assert path == want, (st.name, path)
+        seen.append(path)
+    assert len(seen) == len(set(seen))
+    report = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["report"]
+    assert "metrics/time" in report["deps"]

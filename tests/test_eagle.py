@@ -198,3 +198,35 @@ def test_vllm_serves_the_saved_head_with_its_draft_vocabulary(base_models, local
     h_rate = sum(sims[i].accepted for i in same) / sum(sims[i].proposed for i in same)
     print(f"eagle3 acceptance: vLLM {v_rate:.3f}, hf simulation {h_rate:.3f} on {len(same)} answers")
     assert h_rate > 0.5 and abs(v_rate - h_rate) < 0.15
+
+
+def test_training_stops_by_held_out_acceptance_and_keeps_the_best_epochs_weights():
+    """train_head with a held-out check: it stops `patience` epochs after the best one and
+    hands back that epoch's weights (the check sees them again: the same figure); with
+    patience 0 it runs every epoch and keeps the last."""
+    from specdraft.train.eagle import best_epoch
+
+    torch.manual_seed(0)
+    target = tiny_llama(layers=4)
+    rows = prompts(6, seed=5)
+    outs = [decode(target, p, 12, {EOS}).token_ids for p in rows]
+    data = collect(target, list(zip(rows, outs, strict=True)), eagle.aux_layers(4))
+    scores = iter([1.5, 2.0, 1.8, 1.9, 1.7, 2.5, 2.6])  # best at epoch 2; epochs 3-4 no better
+    seen = []
+
+    def check(h):
+        w = h.fc.weight.detach().clone()
+        seen.append(w)
+        return {"mean_acceptance_length": next(scores), "acceptance_rate": 0.5}
+
+    head = eagle.new_head(target, list(range(VOCAB)))
+    cfg = EagleSettings(epochs=7, batch_size=2, learning_rate=1e-2, patience=2)
+    hist = train_head(head, data, cfg, lambda s, m: None, check)
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4] and best_epoch(hist, cfg) == 2
+    assert [h["held_out_mean_acceptance_length"] for h in hist] == [1.5, 2.0, 1.8, 1.9]
+    assert torch.equal(head.fc.weight, seen[1]) and not torch.equal(head.fc.weight, seen[3])
+    head2 = eagle.new_head(target, list(range(VOCAB)))
+    scores = iter([1.5, 2.0, 1.8, 1.9, 1.7, 1.6, 1.4])
+    cfg0 = EagleSettings(epochs=7, batch_size=2, learning_rate=1e-2, patience=0)
+    hist = train_head(head2, data, cfg0, lambda s, m: None, check)
+    assert len(hist) == 7 and best_epoch(hist, cfg0) == 7 and torch.equal(head2.fc.weight, seen[-1])

@@ -12,6 +12,7 @@ from typing import Any
 
 from specdraft.evaluate.stats import MATTERS
 from specdraft.io import read_json
+from specdraft.report.times import times_table
 from specdraft.report.verdicts import resolution_line, verdict_table
 
 CONFIG_ORDER = ["base", "cot", "cod", "cot_sd", "cod_sd", "cot_sd_eagle", "cod_sd_eagle", "cot_sd_kd", "cod_sd_kd",
@@ -386,10 +387,11 @@ def _training_curves(plt: Any, train_dir: Path) -> Any:
 
 
 def summary(evals: dict[str, dict[str, Any]], setup: dict[str, Any], prepare: dict[str, Any],
-            figs: list[Path], rel: Path) -> str:
+            figs: list[Path], rel: Path, times: dict[str, dict[str, Any]] | None = None) -> str:
     """`setup`: the params the header names, by dotted key (meta.profile, models.target,
     models.draft, generation.engine, generation.max_new_tokens,
-    generation.num_speculative_tokens, data.source)."""
+    generation.num_speculative_tokens, data.source); `times`: the stages' wall times
+    (specdraft.report.times.load_times), tabulated by family before the caveats."""
     s = setup
     lines = ["# specdraft: results", "",
              f"Profile **{s['meta.profile']}**; target `{s['models.target']}`, draft `{s['models.draft']}`; "
@@ -414,6 +416,7 @@ def summary(evals: dict[str, dict[str, Any]], setup: dict[str, Any], prepare: di
     for sc, ev in evals.items():
         lines += [f"## {sc}", ""] + table(ev) + [""] + drafts_table(ev)
     lines += hypotheses(evals)
+    lines += times_table(times or {})
     cav = caveats(evals)
     lines += ["## Caveats", ""] + [f"- {c}" for c in cav] + [""]
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(rel)})" for p in figs] + [""]

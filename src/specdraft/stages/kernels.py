@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 from pathlib import Path
 
 from specdraft.config import RuntimeConfig, apply_runtime, load_params, section
@@ -28,20 +27,9 @@ from specdraft.device import find_device
 from specdraft.generate.api import GenerationConfig, check_model_dir
 from specdraft.io import write_json
 from specdraft.schema import check_all
-from specdraft.stages._cli import run
+from specdraft.stages._cli import cpu_name, run
 
 log = logging.getLogger("kernels")
-
-
-def cpu_name() -> str:
-    """The CPU's model name (`lscpu`'s), for the record beside the timings."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(args: argparse.Namespace) -> None:

@@ -6,6 +6,8 @@ method serves and the hf engine decodes exactly.
 Reads the trained target and data/distilled/<scenario>-<style>.jsonl; writes the head to
 --out and curves, final losses and the head's exact acceptance on held-out answers
 (greedy.simulate at generation.num_speculative_tokens, the decoding loop itself) to --live.
+The same held-out acceptance, measured after every epoch, chooses the epoch the head keeps
+and stops training (train_draft_eagle.patience).
 Params read: train_draft_eagle, generation.num_speculative_tokens, prompts, runtime.
 """
 
@@ -23,15 +25,21 @@ from specdraft.prompts import PromptsConfig, messages, render
 from specdraft.schema import check_all
 from specdraft.stages._cli import run
 from specdraft.stages._models import add_name_args, run_name
-from specdraft.train.eagle import EagleSettings
+from specdraft.train.eagle import EagleSettings, best_epoch
 
 log = logging.getLogger("train_draft_eagle")
 
 
-def held_out(rows: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
+def held_out(rows: list[dict], share: float, seed: int, most: int) -> tuple[list[dict], list[dict]]:
+    """(training answers, held-out answers): `share` of them held out, at most `most` (the
+    rest of that share trains: at paper scale 10 % would be hundreds of answers, and every
+    epoch simulates decoding on each held-out one)."""
     from specdraft.train.examples import split
 
-    return split(rows, share, seed) if share > 0 and len(rows) > 1 else (rows, [])
+    if share <= 0 or len(rows) <= 1:
+        return rows, []
+    train, val = split(rows, share, seed)
+    return train + val[most:], val[:most]
 
 
 def main(args: argparse.Namespace) -> None:
@@ -69,39 +77,51 @@ def main(args: argparse.Namespace) -> None:
         return tok(render(tok, messages(prompts, args.style, r["question"])),
                    add_special_tokens=False)["input_ids"], list(r["response_ids"])
 
-    train_rows, val_rows = held_out(rows, cfg.val_share, cfg.seed)
+    train_rows, val_rows = held_out(rows, cfg.val_share, cfg.seed, cfg.held_out_max)
     ranking = draft_vocab.token_ranking(tok, [r["response"] for r in train_rows], [r["question"] for r in train_rows])
     vocab = draft_vocab.vocab_subset(tok, ranking, cfg.draft_vocab, target.config.vocab_size)
     head = eagle.new_head(target, vocab, init=cfg.init)
     t0 = time.perf_counter()
     train = collect(target, [pair(r) for r in train_rows], head.aux)
+    # the held-out answers' features, taken once: every epoch's acceptance check reads them
+    val_pairs = [pair(r) for r in val_rows]
+    val = collect(target, val_pairs, head.aux)
     feats_s = time.perf_counter() - t0
     live = Live(dir=str(args.live), dvcyaml=None, save_dvc_exp=False)
+    eos = eos_ids(target, tok)
+
+    def held_out_acceptance(h) -> dict:
+        """The decoding loop itself (greedy.simulate) on the held-out answers at draft length
+        k, fed the features collected above (the target's, as its verifies give them)."""
+        counted = []
+        for r, (p, a), s in zip(val_rows, val_pairs, val, strict=True):
+            budget = len(a) if r.get("truncated") else len(a) + k + 1
+            counted.append(simulate(h, p, a, eos, k, budget, target=target, features=s.feats[:-1].to(h.device)))
+        proposed, accepted = sum(c.proposed for c in counted), sum(c.accepted for c in counted)
+        return acceptance_stats(proposed, accepted, pooled_hist([c.hist for c in counted]) or [0] * (k + 1))
 
     if device == "cuda":  # the head trains alone on the GPU (specdraft.plan: the target is 29.5 GB at 14B)
         target.to("cpu")
         torch.cuda.empty_cache()
     t0 = time.perf_counter()
-    history = _fit(head, train, cfg, live)
+    history = _fit(head, train, cfg, live, held_out_acceptance if val_rows else None)
     train_s = time.perf_counter() - t0
     target.to(device)
 
-    eos = eos_ids(target, tok)
-    counted = []
     with torch.inference_mode():
-        for r in val_rows:
-            p, a = pair(r)
-            budget = len(a) if r.get("truncated") else len(a) + k + 1
-            counted.append(simulate(head, p, a, eos, k, budget, target=target))
-    proposed, accepted = sum(c.proposed for c in counted), sum(c.accepted for c in counted)
-    acc = acceptance_stats(proposed, accepted, pooled_hist([c.hist for c in counted]) or [0] * (k + 1))
+        acc = held_out_acceptance(head)
+    kept = best_epoch(history, cfg)
     metrics = {
         "rows_train": len(train), "rows_held_out": len(val_rows), "draft_vocab": len(vocab),
         "target_tokens": sum(len(s.ids) for s in train), "aux_layers": head.aux, "k": k,
         "trainable_parameters": sum(p.numel() for p in head.parameters() if p.requires_grad),
         "features_s": round(feats_s, 1), "train_s": round(train_s, 1),
-        "train_loss_first": history[0]["loss"], "train_loss_last": history[-1]["loss"],
-        **{f"train_{n}": v for n, v in history[-1].items() if n.endswith("_accuracy")},
+        # the epoch the head's weights are from (chosen by held-out acceptance: patience) and
+        # how many ran; the held-out figures below are that epoch's, so they are the basis of
+        # the choice (optimistic by it): the test set's evaluation is the unbiased measure
+        "epochs_run": len(history), "epoch_kept": kept,
+        "train_loss_first": history[0]["loss"], "train_loss_last": history[kept - 1]["loss"],
+        **{f"train_{n}": v for n, v in history[kept - 1].items() if n.endswith("_accuracy") and "held_out" not in n},
         "acceptance_held_out": acc["acceptance_rate"],
         "mean_acceptance_length_held_out": acc["mean_acceptance_length"],
     }
@@ -109,20 +129,22 @@ def main(args: argparse.Namespace) -> None:
     live.end()
     write_json(Path(args.live) / "metrics.json", metrics)
     eagle.save_head(head, args.out, verifier=str(args.target), k=k)
-    log.info("%s: %d answers, loss %.3f -> %.3f; held-out acceptance %.3f, mean accepted length %.2f at k=%d (%d rows)",
-             run_name(args), len(train), metrics["train_loss_first"], metrics["train_loss_last"],
-             acc["acceptance_rate"], acc["mean_acceptance_length"], k, len(val_rows))
+    log.info("%s: %d answers, loss %.3f -> %.3f; epoch %d of %d kept; held-out acceptance %.3f, mean accepted length "
+             "%.2f at k=%d (%d rows)", run_name(args), len(train), metrics["train_loss_first"],
+             metrics["train_loss_last"], kept, len(history), acc["acceptance_rate"], acc["mean_acceptance_length"], k,
+             len(val_rows))
 
 
-def _fit(head, train, cfg, live) -> list[dict]:
+def _fit(head, train, cfg, live, held_out) -> list[dict]:
     from specdraft.train.eagle import train_head
 
     def log_step(step: int, m: dict) -> None:
+        live.step = step  # batches; the held-out figures come at each epoch's last batch
         for name, v in m.items():
-            live.log_metric(f"train/{name}", v)
-        live.next_step()
+            live.log_metric(name.replace("held_out_", "held_out/", 1) if name.startswith("held_out_")
+                            else f"train/{name}", v)
 
-    return train_head(head, train, cfg, log_step)
+    return train_head(head, train, cfg, log_step, held_out)
 
 
 if __name__ == "__main__":

@@ -32,13 +32,17 @@ class EagleSettings:
     """Section `train_draft_eagle` of params.yaml."""
 
     init: str = setting("target_last_layer", choices=("target_last_layer", "random"))  # generate.eagle.new_head
-    epochs: int = setting(20, ge=1)
+    epochs: int = setting(20, ge=1)  # at most; training stops earlier by `patience`
+    # epochs without a better held-out mean accepted length before training stops (the head
+    # keeps its best epoch's weights); 0: train all `epochs`, keep the last
+    patience: int = setting(4, ge=0)
     learning_rate: float = setting(1e-3, gt=0)
     batch_size: int = setting(8, ge=1)
     ttt_steps: int = setting(4, ge=1)  # draft steps unrolled in training (>= the k it will draft)
     step_decay: float = setting(0.8, gt=0, le=1)
     draft_vocab: int = setting(2048, ge=16)  # most frequent answer tokens the head may propose
     val_share: float = setting(0.1, ge=0, lt=1)  # answers held out for the acceptance estimate
+    held_out_max: int = setting(64, ge=1)  # at most this many: each epoch simulates decoding on all
     weight_decay: float = setting(0.0, ge=0)
     seed: int = 0
     threads: int | None = setting(None, ge=1)
@@ -151,9 +155,17 @@ def _count(mask: Any) -> int:
     return mask.numel() if mask.device.type == "meta" else int(mask.sum())
 
 
-def train_head(head: Any, train: list[Sequence], cfg: EagleSettings, log: Callable[[int, dict], None]) -> list[dict]:
-    """AdamW with cosine decay over cfg.epochs passes of `train` in shuffled batches;
-    `log(step, metrics)` after every step. Returns the per-epoch metrics."""
+def train_head(head: Any, train: list[Sequence], cfg: EagleSettings, log: Callable[[int, dict], None],
+               held_out: Callable[[Any], dict[str, Any]] | None = None) -> list[dict]:
+    """AdamW with cosine decay over at most cfg.epochs passes of `train` in shuffled
+    batches; `log(step, metrics)` after every step. Returns the per-epoch metrics.
+
+    `held_out(head)`: the head's acceptance on answers it does not train on (acceptance_stats
+    figures; the stage simulates the decoding loop on them). With it and cfg.patience > 0,
+    the epoch is chosen by held-out mean accepted length: training stops after `patience`
+    epochs without a better one and the head gets that epoch's weights back. Why: a fixed
+    epoch count either stops short or trains on past the point where the head only
+    memorises its training answers, and the stage's time grew with it."""
     import random
 
     import torch
@@ -172,9 +184,11 @@ def train_head(head: Any, train: list[Sequence], cfg: EagleSettings, log: Callab
     # on a GPU: bf16 autocast; batches built one at a time from host memory (at paper scale
     # all padded fp32 batches together would not fit beside the head's training)
     cuda = head.device.type == "cuda"
+    stop_early = held_out is not None and cfg.patience > 0
+    best: tuple[float, int, dict[str, Any]] | None = None  # (held-out mean accepted length, epoch, weights)
     history, step = [], 0
-    head.train()
     for epoch in range(cfg.epochs):
+        head.train()
         order = list(range(len(batches)))
         rng.shuffle(order)
         losses, hits = [], [[0, 0] for _ in range(cfg.ttt_steps)]
@@ -194,7 +208,34 @@ def train_head(head: Any, train: list[Sequence], cfg: EagleSettings, log: Callab
                 hits[j][0] += c
                 hits[j][1] += n
             log(step, {"loss": float(loss.detach()), "lr": sched.get_last_lr()[0]})
-        history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses),
-                        **{f"step{j}_accuracy": c / n if n else 0.0 for j, (c, n) in enumerate(hits)}})
+        row = {"epoch": epoch + 1, "loss": sum(losses) / len(losses),
+               **{f"step{j}_accuracy": c / n if n else 0.0 for j, (c, n) in enumerate(hits)}}
+        if held_out is not None:
+            head.eval()
+            with torch.inference_mode():
+                acc = held_out(head)
+            row["held_out_mean_acceptance_length"] = acc["mean_acceptance_length"]
+            row["held_out_acceptance"] = acc["acceptance_rate"]
+            log(step, {"held_out_mean_acceptance_length": acc["mean_acceptance_length"]})
+            if best is None or acc["mean_acceptance_length"] > best[0]:
+                best = (acc["mean_acceptance_length"], epoch + 1,
+                        {n: p.detach().clone() for n, p in head.named_parameters() if p.requires_grad})
+        history.append(row)
+        if stop_early and best is not None and epoch + 1 - best[1] >= cfg.patience:
+            break
+    if stop_early and best is not None and best[1] != len(history):
+        with torch.no_grad():
+            for n, p in head.named_parameters():
+                if n in best[2]:
+                    p.copy_(best[2][n])
     head.eval()
     return history
+
+
+def best_epoch(history: list[dict], cfg: EagleSettings) -> int:
+    """The epoch whose weights the head kept (train_head's rule): the best held-out mean
+    accepted length when training stopped by it, else the last."""
+    scored = [h for h in history if "held_out_mean_acceptance_length" in h]
+    if not scored or cfg.patience == 0:
+        return history[-1]["epoch"]
+    return max(scored, key=lambda h: (h["held_out_mean_acceptance_length"], -h["epoch"]))["epoch"]
