@@ -94,6 +94,10 @@ N ?= 3
 replicates: $(STAMP) ## Queue the pipeline under N training seeds and tabulate the spread (make replicates N=3: reports/replicates.md)
 	$(BIN)/python -m specdraft.report.replicates --n $(N)
 
+.PHONY: readme
+readme: $(STAMP) ## Rewrite the README's result blocks from the committed run's report and metrics
+	$(BIN)/python -m specdraft.report.readme
+
 .PHONY: compare diff
 diff: $(STAMP) ## Review two revisions: accuracy, tokens, acceptance, speedup per scenario and configuration, stage times (make diff A=<rev> B=<rev>)
 	$(BIN)/dvc metrics diff --targets metrics/headline.json metrics/stage_times.json -- $(A) $(B)

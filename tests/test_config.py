@@ -111,13 +111,16 @@ def _sections():
     from specdraft.generate.api import GenerationConfig
     from specdraft.generate.models import ModelsConfig
     from specdraft.prompts import PromptsConfig
+    from specdraft.report.verdicts import ClaimsConfig
     from specdraft.teacher.core import TeacherConfig
     from specdraft.train.distill import DistillConfig
+    from specdraft.train.eagle import EagleSettings
     from specdraft.train.settings import TrainConfig
 
     return {"runtime": RuntimeConfig, "prepare": PrepareConfig, "eval": EvalConfig, "generation": GenerationConfig,
             "models": ModelsConfig, "prompts": PromptsConfig, "teacher": TeacherConfig, "distill": DistillConfig,
-            "train_target": TrainConfig, "train_draft": TrainConfig}
+            "train_target": TrainConfig, "train_draft": TrainConfig, "claims": ClaimsConfig,
+            "train_draft_eagle": EagleSettings}
 
 
 def _defaults(cls, where):

@@ -55,3 +55,23 @@ def test_readme_is_a_manual_of_at_most_300_lines():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 300
     assert "make repro" in text and "make test" in text and "| hypothesis |" in text and "docs/" in text
+
+
+def test_readme_result_blocks_are_the_committed_runs_metrics():
+    """The README's result tables are generated from the commit's report and metrics
+    (specdraft.report.readme): a figure there that the metrics do not give fails here."""
+    from specdraft.report.readme import BLOCKS, MARK, render
+
+    text = (ROOT / "README.md").read_text()
+    assert sorted(m.group(2) for m in MARK.finditer(text)) == sorted(BLOCKS)
+    assert render(text, ROOT) == text, "README.md is stale: run `make readme` (python -m specdraft.report.readme)"
+
+
+def test_the_readme_check_sees_one_changed_digit():
+    from specdraft.report.readme import MARK, render
+
+    text = (ROOT / "README.md").read_text()
+    block = next(m for m in MARK.finditer(text) if m.group(2) == "results")
+    i = block.start(3) + next(j for j, ch in enumerate(block.group(3)) if ch.isdigit() and block.group(3)[j - 1] == ".")
+    changed = text[:i] + str((int(text[i]) + 1) % 10) + text[i + 1:]
+    assert changed != text and render(changed, ROOT) == text

@@ -55,7 +55,9 @@ def _run(tiny, rows, prompts, tmp_path):
 def test_one_process_evaluates_plain_and_every_variant(tiny_models, sample_rows, local_prompts, tmp_path):
     prompts, _ = local_prompts
     preds, files = _run(tiny_models, sample_rows, prompts, tmp_path)
-    assert set(preds) == {"plain", "sd", "sd_untrained", "prefix_tokens"}
+    assert set(preds) == {"plain", "sd", "sd_untrained", "prefix_tokens", "timed_sample"}
+    assert preds["timed_sample"]["n"] == 3 and preds["timed_sample"]["ids"] == [p["id"] for p in preds["plain"]
+                                                                                  if p["timed"]]
     assert [p["id"] for p in preds["plain"]] == [r["id"] for r in sample_rows]
     timed = [p for p in preds["plain"] if p["timed"]]
     assert len(timed) == 3 and all(p["latency_s"] > 0 for p in timed)
@@ -106,15 +108,18 @@ def test_a_failed_divergence_check_keeps_the_decoded_passes(tiny_models, sample_
     drafts = {"sd": tiny_models / "draft"}
     part, preds_dir, metrics_dir = tmp_path / "partial", tmp_path / "preds", tmp_path / "metrics"
 
-    with HFEngine(tiny_models / "target", drafts, GEN) as eng:  # q0's real plain batch-1 record, flipped at the end
+    from specdraft.evaluate.run import timed_sample
+
+    first = timed_sample(sample_rows, 2, cfg.timed_seed)[0][0]  # a question the run will time
+    with HFEngine(tiny_models / "target", drafts, GEN) as eng:  # its real plain batch-1 record, flipped at the end
         files = PassFiles(part, "cot", "fp")
-        evaluate_target(eng, sample_rows[:1], "cot", prompts, [], 0, files)
+        evaluate_target(eng, [first], "cot", prompts, [], 0, files)
         from specdraft.generate.passes import record
         from specdraft.prompts import messages
 
-        o = eng.generate_one(eng.render(messages(prompts, "cot", sample_rows[0]["question"])))
+        o = eng.generate_one(eng.render(messages(prompts, "cot", first["question"])))
         o.token_ids = o.token_ids[:-1] + [o.token_ids[-1] + 1]
-        files.open("plain.timed").add(record(sample_rows[0], o, 1))
+        files.open("plain.timed").add(record(first, o, 1))
         files.close(remove=False)
 
     def run(share):
@@ -129,7 +134,7 @@ def test_a_failed_divergence_check_keeps_the_decoded_passes(tiny_models, sample_
     assert kept == {"cot.plain.jsonl": 7, "cot.plain.timed.jsonl": 3, "cot.sd.timed.jsonl": 3,
                     "cot.sd.speculative.jsonl": 7}  # fingerprint line + every question of every pass
     m = run(1.0)["cot_sd"]
-    assert (m["diverging_outputs"], m["compared_n"]) == (1, 2) and m["diverging"][0]["id"] == "q0"
+    assert (m["diverging_outputs"], m["compared_n"]) == (1, 2) and m["diverging"][0]["id"] == first["id"]
     assert len(read_jsonl(preds_dir / "cot_sd.jsonl")) == len(sample_rows)
     assert not list(part.glob("*.jsonl"))  # removed once the outputs are written
 
@@ -234,3 +239,30 @@ def test_an_opt_in_variant_writes_only_its_own_files(tiny_models, sample_rows, l
     assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
     assert [r["mean_acceptance_length"] for r in a["k_sweep"]] == [r["mean_acceptance_length"] for r in b["k_sweep"]]
     assert b["simulation_matches_engine"] == b["timed_n"] == 2 and b["speedup"] > 0
+
+
+def test_timed_questions_are_a_stratified_random_draw():
+    """Every kind of question is timed (at least one of each while n allows), the rest in
+    proportion; the draw is random (another seed, another sample), reproducible, recorded,
+    and keeps the file's order."""
+    from specdraft.evaluate.run import timed_sample
+
+    rows = [{"id": f"q{i:02d}", "stratum": "a" if i < 19 else "b" if i < 38 else "c"} for i in range(40)]
+    chosen, rec = timed_sample(rows, 10, seed=0)
+    assert len(chosen) == 10 and [r["id"] for r in chosen] == sorted(r["id"] for r in chosen)
+    # 4.75 / 4.75 / 0.5 by proportion: floors 4 / 4 / 1 (at least one), the tie to "a"
+    assert rec["by_stratum"] == {"a": {"timed": 5, "questions": 19}, "b": {"timed": 4, "questions": 19},
+                                 "c": {"timed": 1, "questions": 2}}
+    assert rec["seed"] == 0 and rec["ids"] == [r["id"] for r in chosen] and rec["n"] == 10 and rec["of"] == 40
+    assert timed_sample(rows, 10, seed=0)[1]["ids"] == rec["ids"]
+    assert timed_sample(rows, 10, seed=1)[1]["ids"] != rec["ids"]
+    # not the file's first rows (the bias this replaces): the draw reaches past them
+    assert rec["ids"] != [r["id"] for r in rows[:10]]
+    # one stratum (GSM8K: no kinds): a plain random draw; n >= all: every row; n = 0: none
+    plain = [{"id": str(i)} for i in range(30)]
+    assert len(timed_sample(plain, 7, 3)[0]) == 7 and timed_sample(plain, 7, 3)[1]["by_stratum"] == {
+        "None": {"timed": 7, "questions": 30}}
+    assert timed_sample(plain, 40, 3)[0] == plain and timed_sample(plain, 0, 3)[0] == []
+    # fewer questions than kinds: no floor, still n
+    many = [{"id": str(i), "stratum": str(i % 6)} for i in range(12)]
+    assert len(timed_sample(many, 4, 0)[0]) == 4

@@ -84,6 +84,10 @@ def test_local_pipeline_end_to_end(local_pipeline):
                 assert m["diverging_outputs"] == 0  # greedy speculative == plain, fp32 hf engine
                 # acceptance simulated on every question; the engine's own counts agree where timed
                 assert m["simulation_matches_engine"] == m["timed_n"] == 3
+                # the timed questions' draw is recorded by question kind (the sample's templates)
+                drawn = m["timed_sample"]
+                assert drawn["n"] == 3 and sum(v["timed"] for v in drawn["by_stratum"].values()) == 3
+                assert "None" not in drawn["by_stratum"] and m["timed_subset_mean_acceptance_length"] >= 1.0
                 # k is tuned off the test set: every speculative configuration names the
                 # validation questions its sweep ran on, none of them a test question
                 src = m["k_sweep_source"]

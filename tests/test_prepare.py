@@ -33,8 +33,12 @@ def test_sample_scenarios_are_leak_free_and_filtered(root, name):
     assert not train_q & {normalize_question(r["question"]) for r in out.test}
     assert len({r["id"] for r in out.train + out.test}) == 52
     for r in out.train + out.test:
-        assert set(r) == {"id", "scenario", "source_split", "question", "solution", "answer", "format"}
+        assert set(r) == {"id", "scenario", "source_split", "question", "solution", "answer", "format", "stratum"}
         assert r["scenario"] == name and r["answer"]
+        # the question's kind (the sample generator's template), by which the timed questions are drawn
+        assert r["stratum"] in ({"two_colours", "bag", "same_number"} if name == "gsm8k" else
+                                {"add_eq_small", "mul_eq"} if name == "math_algebra_l12" else
+                                {"vieta_sum", "vieta_product", "vieta_sum_scaled", "vieta_product_scaled"})
     if name == "math_algebra_l12":
         raw = {json.loads(x)["unique_id"]: json.loads(x) for s in ("train", "test")
                for x in (root / f"data/sample/math/{s}.jsonl").open()}

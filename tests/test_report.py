@@ -114,17 +114,44 @@ def test_summary_header(tmp_path):
         summary(EV, setup, short, [], tmp_path).splitlines()
 
 
-def test_verdict_rules_say_supported_not_supported_or_unresolved():
-    from specdraft.report.verdicts import NOT_SUPPORTED, SUPPORTED, UNRESOLVED, cod_vs_cot, speculative, trained_vs_base
+def _counts(b, c, n, ratio=0.5):
+    """A comparison as compare() writes it, from its discordant counts."""
+    from specdraft.evaluate.stats import tango_ci
 
-    # 1: significant gain; significant loss; a 10-point gain excluded by a resolvable
-    # interval; an interval too wide to tell none from 10 points (even below +0.10)
+    return {"n": n, "accuracy_diff": (b - c) / n, "accuracy_diff_ci95": tango_ci(b, c, n), "p_value": 0.5,
+            "only_a_correct": b, "only_b_correct": c, "n_to_resolve": 100, "output_tokens_ratio": ratio,
+            "output_tokens_ratio_ci95": [ratio - 0.05, ratio + 0.05]}
+
+
+def test_verdict_rules_say_supported_not_supported_or_unresolved():
+    from specdraft.report.verdicts import (
+        NOT_SHOWN,
+        NOT_SUPPORTED,
+        SUPPORTED,
+        UNRESOLVED,
+        ClaimsConfig,
+        cod_vs_cot,
+        speculative,
+        trained_vs_base,
+    )
+
+    # 1: significant gain; significant loss; a gain of 10 points excluded at alpha (one-sided);
+    # an interval reaching +10 points (even with its estimate at 0)
     assert trained_vs_base({**_cmp(0.25, 1.0, 0.01), "accuracy_diff_ci95": [0.1, 0.4]})[1] == SUPPORTED
     assert trained_vs_base({**_cmp(-0.3, 1.0, 0.01), "accuracy_diff_ci95": [-0.5, -0.1]})[1] == NOT_SUPPORTED
     flat = {**_cmp(0.0, 1.0, 1.0), "accuracy_diff_ci95": [-0.04, 0.04]}
     assert trained_vs_base(flat) == ("+0.00 [-0.04, +0.04], p=1.000", NOT_SUPPORTED)
-    assert trained_vs_base({**flat, "accuracy_diff_ci95": [-0.088, 0.088]})[1] == UNRESOLVED
+    assert trained_vs_base({**flat, "accuracy_diff_ci95": [-0.088, 0.088]})[1] == NOT_SUPPORTED
     assert trained_vs_base({**flat, "accuracy_diff_ci95": [-0.1, 0.2]})[1] == UNRESOLVED
+    # ... with Holm over the family: a gain that holds only unadjusted says so
+    gain = {**_cmp(0.25, 1.0, 0.031), "accuracy_diff_ci95": [0.02, 0.4]}
+    assert trained_vs_base(gain, holm_p=0.03)[1] == SUPPORTED
+    fig, word = trained_vs_base(gain, holm_p=0.155)
+    assert word == "supported (unadjusted only)" and fig.endswith("p=0.031, Holm p=0.155")
+    # ... at another declared level the interval is recomputed from the counts
+    assert trained_vs_base(_counts(2, 2, 40), ClaimsConfig(noninferiority_margin=0.13))[1] == NOT_SUPPORTED
+    assert trained_vs_base(_counts(2, 2, 40), ClaimsConfig(noninferiority_margin=0.13, noninferiority_alpha=0.005))[
+        1] == UNRESOLVED
     # 2, hf engine: the speedup's interval, and exact identity on the timed questions
     sd = _sd(0.5, 50)
     same = _cmp(0.0, 1.0, 1.0)
@@ -137,36 +164,56 @@ def test_verdict_rules_say_supported_not_supported_or_unresolved():
     assert speculative({**fast, "diverging_outputs": 1}, same)[1] == NOT_SUPPORTED  # not exact
     assert speculative({**fast, "simulation_matches_engine": 3}, same)[1] == NOT_SUPPORTED
     assert speculative({**fast, "timed_n": 2, "compared_n": 2, "simulation_matches_engine": 2}, same)[1] == UNRESOLVED
-    # 2, vLLM: the decoded answers' accuracy difference is the evidence
+    # 2, vLLM: the decoded answers' accuracy difference is the evidence, equivalence within +-M
     vllm = {**fast, "acceptance_source": "engine counts, every question decoded", "engine": "vllm",
             "simulation_matches_engine": None, "compared_n": 300, "diverging_outputs": 12}
     fig, word = speculative(vllm, {**same, "accuracy_diff_ci95": [-0.02, 0.02]})
     assert word == SUPPORTED and "McNemar p=1.00" in fig and "diverging 12 of 300" in fig
     assert "identical by construction" not in fig
-    assert speculative(vllm, {**same, "accuracy_diff_ci95": [-0.088, 0.088]})[1] == UNRESOLVED
+    assert speculative(vllm, {**same, "accuracy_diff_ci95": [-0.088, 0.088]})[1] == SUPPORTED
+    assert speculative(vllm, {**same, "accuracy_diff_ci95": [-0.12, 0.12]})[1] == UNRESOLVED
     assert speculative(vllm, {**_cmp(-0.1, 1.0, 0.01), "accuracy_diff_ci95": [-0.15, -0.05]})[1] == NOT_SUPPORTED
-    # 3: fewer tokens with a resolvable accuracy interval above -0.10; more tokens; an
-    # interval reaching below -0.10; one too wide to tell
-    fewer = {**_cmp(0.0, 0.5, 1.0), "accuracy_diff_ci95": [-0.04, 0.04]}
-    assert cod_vs_cot(fewer)[1] == SUPPORTED
-    assert cod_vs_cot({**fewer, "output_tokens_ratio": 1.1, "output_tokens_ratio_ci95": [1.0, 1.2]})[1] == NOT_SUPPORTED
-    assert cod_vs_cot({**fewer, "accuracy_diff_ci95": [-0.25, 0.1]})[1] == UNRESOLVED
-    assert cod_vs_cot({**fewer, "accuracy_diff_ci95": [-0.088, 0.088]})[1] == UNRESOLVED
-    assert cod_vs_cot({**fewer, "accuracy_diff_ci95": [-0.4, -0.15]})[1] == NOT_SUPPORTED
+    # 3: non-inferiority at the declared margin, from the discordant counts. The committed
+    # algebra case (6 / 2 of 40: interval [-0.046, +0.253], 0.64x tokens) is non-inferior
+    fig, word = cod_vs_cot(_counts(6, 2, 40, 0.64))
+    assert word == SUPPORTED and "non-inferiority at -10 points: p=0.006" in fig
+    assert cod_vs_cot(_counts(0, 0, 40))[1] == SUPPORTED  # [-0.088, +0.088]
+    assert cod_vs_cot(_counts(2, 2, 40))[1] == NOT_SHOWN  # lower end -0.125
+    assert cod_vs_cot(_counts(2, 2, 40), ClaimsConfig(noninferiority_margin=0.15))[1] == SUPPORTED
+    assert cod_vs_cot(_counts(0, 0, 40, 1.1))[1] == NOT_SUPPORTED  # more tokens
+    assert cod_vs_cot(_counts(0, 12, 40))[1] == NOT_SUPPORTED  # worse by more than 10 points: [-0.45, -0.18]
+    assert cod_vs_cot(_counts(0, 6, 40))[1] == NOT_SHOWN  # [-0.29, -0.05]: worse, not shown beyond the margin
+
+
+def test_holm_adjusts_a_family_of_p_values():
+    from specdraft.evaluate.stats import holm
+    from specdraft.report.verdicts import family_holm
+
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.5}) == pytest.approx(
+        {"a": 0.04, "c": 0.09, "b": 0.09, "d": 0.5})
+    assert holm({"a": 0.6, "b": 0.7}) == {"a": 1.0, "b": 1.0}
+    evals = {sc: {"_comparisons": {"cot_vs_base": {"p_value": p1}, "cod_vs_base": {"p_value": p2},
+                                   "cod_vs_cot": {"p_value": 0.001}}}
+             for sc, p1, p2 in (("x", 0.001, 0.031), ("y", 0.2, 0.01))}
+    adj = family_holm(evals)  # four claims (cod_vs_cot is not in the family)
+    assert adj["x"] == pytest.approx({"cot_vs_base": 0.004, "cod_vs_base": 0.062})
+    assert adj["y"] == pytest.approx({"cot_vs_base": 0.2, "cod_vs_base": 0.03})
 
 
 def test_forty_identical_outcomes_are_not_resolvable():
-    """The comparison itself (Tango's interval) on 40 questions answered alike: no verdict
-    word but 'not resolvable at this n', for a gain (1) and for 'within 10 points' (3)."""
+    """The comparison itself (Tango's interval) on 40 questions answered alike: a gain is
+    neither shown nor excluded at 10 points by the resolution rule (1 needs a gain), while
+    CoD's non-inferiority at 10 points is shown by the one-sided test (3)."""
     from specdraft.evaluate.compare import compare
-    from specdraft.report.verdicts import UNRESOLVED, cod_vs_cot, trained_vs_base
+    from specdraft.report.verdicts import NOT_SUPPORTED, SUPPORTED, cod_vs_cot, trained_vs_base
 
     rows = [{"id": f"q{i}", "correct": i < 17, "output_tokens": 30 + i} for i in range(40)]
     fewer = [{**r, "output_tokens": r["output_tokens"] // 2} for r in rows]
     c = compare(fewer, rows, "test")
     lo, hi = c["accuracy_diff_ci95"]
     assert lo <= -0.08 and hi >= 0.08 and c["n_to_resolve"] == 73
-    assert trained_vs_base(c)[1] == UNRESOLVED and cod_vs_cot(c)[1] == UNRESOLVED
+    # no gain, and a gain of 10 points excluded at alpha 0.025 (upper end 0.088)
+    assert trained_vs_base(c)[1] == NOT_SUPPORTED and cod_vs_cot(c)[1] == SUPPORTED
 
 
 def test_summary_opens_with_the_verdict_table(tmp_path):
@@ -180,8 +227,9 @@ def test_summary_opens_with_the_verdict_table(tmp_path):
 
     for row in lines[6:11]:  # every cell: a figure, a CI in brackets, one of the three verdict words
         cell = row.split("|")[2]
-        assert re.search(r"\[[-+]?\d", cell) and re.search(r"\*\*(supported|not supported|not resolvable at this n)\*\*$",
-                                                          cell.strip()), row
+        assert re.search(r"\[[-+]?\d", cell) and re.search(
+            r"\*\*(supported|supported \(unadjusted only\)|not supported|not shown|not resolvable at this n)\*\*$",
+            cell.strip()), row
 
 
 def test_headline_view_has_the_review_figures_of_every_configuration():

@@ -30,6 +30,7 @@ SECTIONS = {
     "train_draft_eagle": "specdraft.train.eagle:EagleSettings",
     "distill": "specdraft.train.distill:DistillConfig",
     "eval": "specdraft.evaluate.run:EvalConfig",
+    "claims": "specdraft.report.verdicts:ClaimsConfig",
 }
 # sections that are mappings of named entries, each checked by one class
 ENTRIES = {

@@ -79,6 +79,18 @@ def _apply_filters(rows: list[RawRow], filters: dict[str, list[str]], where: str
     return rows
 
 
+# The fields that name a question's kind, first found wins: the shipped sample data's
+# generator (`template`), MATH's difficulty (`level`; a scenario is one subject). GSM8K has
+# neither: its questions form one stratum.
+STRATUM_FIELDS = ("template", "level")
+
+
+def stratum(record: dict[str, Any]) -> str | None:
+    """The question's kind, by which evaluation draws its timed questions (one of each kind
+    at least): the first of STRATUM_FIELDS the record has, or None."""
+    return next((str(record[f]) for f in STRATUM_FIELDS if record.get(f) not in (None, "")), None)
+
+
 def prepare(name: str, sc: ScenarioConfig, data: DataConfig, cfg: PrepareConfig) -> Prepared:
     if sc.dataset not in data.datasets:
         raise InputError(f"scenarios.{name}.dataset: unknown dataset {sc.dataset!r}; valid: {sorted(data.datasets)}")
@@ -96,7 +108,7 @@ def prepare(name: str, sc: ScenarioConfig, data: DataConfig, cfg: PrepareConfig)
             return None
         return {"id": r.id, "scenario": name, "source_split": r.split,
                 "question": str(r.record[ds.question_field]).strip(), "solution": sol, "answer": ans,
-                "format": ds.answer_format}
+                "format": ds.answer_format, "stratum": stratum(r.record)}
 
     stats: dict[str, Any] = {"source": data.source, "dataset": sc.dataset}
     test_rows = load(sc.test_split)

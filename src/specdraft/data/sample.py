@@ -203,11 +203,13 @@ def generate(seed: int = 2026) -> dict[str, dict[str, list[Row]]]:
     for split, n in GSM8K_COUNTS.items():
         rows: list[Row] = []
         while len(rows) < n:
-            q, a = GSM8K_TEMPLATES[len(rows) % len(GSM8K_TEMPLATES)](r)
+            template = GSM8K_TEMPLATES[len(rows) % len(GSM8K_TEMPLATES)]
+            q, a = template(r)
             if q in seen:
                 continue
             seen.add(q)
-            rows.append({"question": q, "answer": a, "_answer": a.rsplit("#### ", 1)[1]})
+            rows.append({"question": q, "answer": a, "template": template_name(template),
+                         "_answer": a.rsplit("#### ", 1)[1]})
         out["gsm8k"][split] = rows
     for split, counts in MATH_COUNTS.items():
         rows = []
@@ -215,7 +217,8 @@ def generate(seed: int = 2026) -> dict[str, dict[str, list[Row]]]:
             templates = MATH_TEMPLATES[(typ, level)]
             k = 0
             while k < n:
-                q, s, ans = templates[k % len(templates)](r)
+                template = templates[k % len(templates)]
+                q, s, ans = template(r)
                 if q in seen:
                     continue
                 seen.add(q)
@@ -223,36 +226,46 @@ def generate(seed: int = 2026) -> dict[str, dict[str, list[Row]]]:
                 subject = typ.lower().replace(" ", "_")
                 uid = f"{split}/{subject}/sample-{sum(1 for x in rows if x['type'] == typ) + 1}.json"
                 rows.append({"problem": q, "level": level, "type": typ, "solution": s,
-                             "unique_id": uid, "_answer": ans})
+                             "unique_id": uid, "template": template_name(template), "_answer": ans})
         out["math"][split] = rows
     _extra(random.Random(seed + 1), seen, out)  # its own stream: train and test stay as they were
     return out
 
 
+def template_name(template: Callable) -> str:
+    """A row's `template` field: the generator's name without its dataset prefix. Why a
+    field: evaluation draws its timed questions stratified by it (specdraft.data.prepare's
+    `stratum`), so that the timings describe every kind of question, not one."""
+    return template.__name__.split("_", 2)[2]
+
+
 def _draw(templates: list[Callable], r: random.Random, seen: set[str], n: int) -> list[tuple]:
-    """Up to `n` new problems from `templates` in turn, fewer when they run out of new ones."""
+    """Up to `n` new problems from `templates` in turn, fewer when they run out of new ones,
+    each as (template name, *the template's output)."""
     got: list[tuple] = []
     misses = 0
     while len(got) < n and misses < EXTRA_TRIES:
-        made = templates[len(got) % len(templates)](r)
+        template = templates[len(got) % len(templates)]
+        made = template(r)
         if made[0] in seen:
             misses += 1
             continue
         seen.add(made[0])
-        got.append(made)
+        got.append((template_name(template), *made))
         misses = 0
     return got
 
 
 def _extra(r: random.Random, seen: set[str], out: dict[str, dict[str, list[Row]]]) -> None:
-    out["gsm8k"]["extra"] = [{"question": q, "answer": a, "_answer": a.rsplit("#### ", 1)[1]}
-                             for q, a in _draw(GSM8K_TEMPLATES, r, seen, EXTRA_COUNTS["gsm8k"])]
+    out["gsm8k"]["extra"] = [{"question": q, "answer": a, "template": t, "_answer": a.rsplit("#### ", 1)[1]}
+                             for t, q, a in _draw(GSM8K_TEMPLATES, r, seen, EXTRA_COUNTS["gsm8k"])]
     rows: list[Row] = []
     for (typ, level), n in EXTRA_COUNTS["math"].items():
         subject = typ.lower().replace(" ", "_")
-        for q, s, ans in _draw(MATH_TEMPLATES[(typ, level)], r, seen, n):
+        for t, q, s, ans in _draw(MATH_TEMPLATES[(typ, level)], r, seen, n):
             uid = f"extra/{subject}/sample-{sum(1 for x in rows if x['type'] == typ) + 1}.json"
-            rows.append({"problem": q, "level": level, "type": typ, "solution": s, "unique_id": uid, "_answer": ans})
+            rows.append({"problem": q, "level": level, "type": typ, "solution": s, "unique_id": uid, "template": t,
+                         "_answer": ans})
     out["math"]["extra"] = rows
 
 

@@ -13,7 +13,8 @@ target and all its speculative variants, with either engine, in three kinds of p
   target's choices are read from its plain output (a few percent of the cost). vLLM
   decodes every question speculatively in batches, so there a configuration's answers
   are its own, and its throughput over plain decoding is measured too.
-- **timing, the first `eval.timed_prompts` questions**: batch-1 plain and speculative
+- **timing, `eval.timed_prompts` questions drawn at random** (seed `eval.timed_seed`,
+  stratified by question kind: timed_sample): batch-1 plain and speculative
   decoding; speedup = geometric mean of the per-question time ratios (plain /
   speculative) with a t interval on their logs. The hf engine holds every draft at once
   and interleaves configurations per question, in an order that rotates from question to
@@ -80,6 +81,7 @@ class EvalConfig:
     variants: dict[str, Variant]
     base_style: str = setting("cot", choices=STYLES)  # the untrained target is prompted with the CoT prompt
     timed_prompts: int = setting(32, ge=0)  # batch-1 timing of plain vs speculative decoding
+    timed_seed: int = 0  # the timed questions' random draw (timed_sample)
     # share of a speculative configuration's own outputs allowed to differ from plain output
     max_diverging_share: float = setting(0.0, ge=0, le=1)
     seed: int = 0  # the comparisons' bootstrap (token ratios)
@@ -88,6 +90,50 @@ class EvalConfig:
     # every k here, on the validation questions (prepare.n_val, never the test set), and
     # the speedup it predicts.
     sweep_k: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5])
+
+
+def timed_sample(rows: list[dict[str, Any]], n: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The `n` questions timed at batch 1, drawn at random and stratified by question kind
+    (prepare's `stratum`: the sample data's template, MATH's level), and the record of the
+    draw for the metrics.
+
+    Why: the test file is sorted by id, and its first rows were all of one template (every
+    algebra question timed was "x + b = c"), so the speedups described one kind of
+    question. Each kind gets its proportional share by largest remainder, and at least one
+    question while n allows; within a kind the draw is uniform. Rows keep the file's order."""
+    import random
+
+    if n >= len(rows):
+        chosen = list(rows)
+    else:
+        kinds: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            kinds.setdefault(str(r.get("stratum")), []).append(r)
+        names = sorted(kinds)
+        floor = 1 if n >= len(names) else 0
+        quota = {k: max(floor, int(n * len(kinds[k]) / len(rows))) for k in names}
+        # largest remainders first (ties by name) until the quotas sum to n
+        rest = sorted(names, key=lambda k: (-(n * len(kinds[k]) / len(rows) - int(n * len(kinds[k]) / len(rows))), k))
+        while sum(quota.values()) < n:
+            k = next(k for k in rest if quota[k] < len(kinds[k]))
+            quota[k] += 1
+            rest.remove(k)
+            rest.append(k)
+        while sum(quota.values()) > n:  # the floors overshot: take from the largest quotas
+            quota[max(names, key=lambda k: (quota[k], k))] -= 1
+        rng = random.Random(seed)
+        ids = {r["id"] for k in names for r in rng.sample(kinds[k], min(quota[k], len(kinds[k])))}
+        chosen = [r for r in rows if r["id"] in ids]
+    by_kind: dict[str, list[int]] = {}
+    for r in rows:
+        c = by_kind.setdefault(str(r.get("stratum")), [0, 0])
+        c[1] += 1
+    for r in chosen:
+        by_kind[str(r.get("stratum"))][0] += 1
+    return chosen, {"n": len(chosen), "of": len(rows), "seed": seed,
+                    "method": "random, stratified by question kind (proportional, at least one of each)",
+                    "by_stratum": {k: {"timed": t, "questions": q} for k, (t, q) in sorted(by_kind.items())},
+                    "ids": [r["id"] for r in chosen]}
 
 
 def config_name(style: str, variant: str) -> str:
@@ -123,12 +169,14 @@ class PassFiles:
 
 def evaluate_target(engine: Engine, rows: list[dict[str, Any]], style: str, prompts: PromptsConfig,
                     variants: list[str], timed_prompts: int, files: PassFiles,
-                    sweep: tuple[list[str], list[int], list[dict[str, Any]]] = ([], [], [])) -> dict[str, Any]:
+                    sweep: tuple[list[str], list[int], list[dict[str, Any]]] = ([], [], []),
+                    timed_seed: int = 0) -> dict[str, Any]:
     """Per-question predictions of the plain configuration ('plain') and of each variant
     (a draft name the engine knows); see the module docstring for what each pass does.
     `sweep` = (variants, ks, validation questions): the draft-length sweep of those
     variants on the target's plain answers to those questions (key 'sweep': {variant:
-    k_sweep rows}; hf engine only)."""
+    k_sweep rows}; hf engine only). The timed questions: timed_sample(rows, timed_prompts,
+    timed_seed), its record under key 'timed_sample'."""
     texts = {r["id"]: engine.render(messages(prompts, style, r["question"])) for r in rows}
     sweep_variants, ks, val = sweep
     val_texts = {r["id"]: engine.render(messages(prompts, style, r["question"])) for r in val}
@@ -136,7 +184,7 @@ def evaluate_target(engine: Engine, rows: list[dict[str, Any]], style: str, prom
     if variants and hasattr(engine, "cache_prefix"):  # batch-1 passes follow: one prefix for all of them
         prefix_tokens = engine.cache_prefix([*texts.values(), *val_texts.values()])
     plain = batched_answers(engine, rows, texts, files.open("plain"))
-    timed_rows = rows[:timed_prompts] if variants else []  # the test set is drawn at random by prepare
+    timed_rows, drawn = timed_sample(rows, timed_prompts if variants else 0, timed_seed)
     configs: list[str | None] = [None, *variants]
     groups = [configs] if engine.holds_all_drafts else [[c] for c in configs]
     timed: dict[str | None, dict[str, dict[str, Any]]] = {}
@@ -148,6 +196,7 @@ def evaluate_target(engine: Engine, rows: list[dict[str, Any]], style: str, prom
                 spec[v] = speculative_answers(engine, rows, texts, plain, v, files.open(f"{v}.speculative"))
     out: dict[str, Any] = predictions(rows, plain, timed, spec, engine.draft_subset)
     out["prefix_tokens"] = prefix_tokens
+    out["timed_sample"] = drawn if timed_rows else None
     if sweep_variants and ks and val and hasattr(engine, "simulate"):
         val_plain = batched_answers(engine, val, val_texts, files.open("val.plain"), "validation answers (batched)")
         out["sweep"] = {v: k_sweep(engine, val, val_texts, val_plain, v, ks) for v in sweep_variants}
@@ -299,6 +348,12 @@ def speculative_metrics(preds: list[dict[str, Any]], k: int) -> dict[str, Any]:
     m["timed_n"] = len(timed)
     if not timed:
         return m
+    # the same exact counts on the timed questions alone, beside those of every question above:
+    # how far the timed subset's acceptance (which the speedup reflects) is from the whole set's
+    sub = acceptance_stats(sum(p["spec_proposed"] or 0 for p in timed), sum(p["spec_accepted"] or 0 for p in timed),
+                           pooled_hist([p["spec_hist"] for p in timed if p["spec_hist"]]))
+    m.update({"timed_subset_acceptance_rate": sub["acceptance_rate"],
+              "timed_subset_mean_acceptance_length": sub["mean_acceptance_length"]})
     lat = [p["latency_s"] for p in timed]
     ratios = [p["plain_latency_s"] / p["latency_s"] for p in timed]
     t_proposed = sum(p["proposed"] or 0 for p in timed)
@@ -376,7 +431,7 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
     sweep = (swept, cfg.sweep_k, val[1]) if swept else ([], [], [])
     with make_engine(target, drafts or None, gen, draft_data, device=plan.device) as engine:
         preds = evaluate_target(engine, rows, style, prompts, list(drafts), cfg.timed_prompts if drafts else 0,
-                                files, sweep)
+                                files, sweep, cfg.timed_seed if drafts else 0)
     starts, counters = getattr(engine, "starts", 1), getattr(engine, "counters", {})  # vLLM's, once closed
     hf = gen.engine == "hf"
     common = {"style": style, "target": str(target), "target_model": model_spec(target), "engine": gen.engine,
@@ -387,6 +442,8 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
                        "decode_loop": gen.decode_loop if drafts else None,
                        # the shared prompt prefix prefilled once for the batch-1 passes (0: off)
                        "prefix_cache_tokens": preds["prefix_tokens"]})
+    if preds.get("timed_sample"):  # which questions were timed, and how many of each kind
+        common["timed_sample"] = preds["timed_sample"]
     out = {name: {"config": name, **common, "draft": None, **plain_metrics(preds["plain"])}}
     for v, d in drafts.items():
         # vllm loads the draft as saved: the hf engine's int8 draft and restricted head do not apply
@@ -398,6 +455,8 @@ def evaluate(scenario: str, style: str | None, target: Path, drafts: dict[str, P
             **speculative_metrics(preds[v], gen.num_speculative_tokens),
             "k_sweep_source": {"file": val[0], "questions": len(val[1]), "split": "validation"} if sweep[2] and hf
             else None,
+            # k is declared, never chosen on these test questions; the validation sweep is shown beside it
+            "k_choice": "declared: generation.num_speculative_tokens",
             "engine_counters": counters.get(v),  # vLLM's own counters, as a cross-check
             # vLLM: the draft's tensor-parallel size as asked and as run (specdraft.generate.vllm_engine)
             **({} if hf else {"draft_tensor_parallel": getattr(engine, "draft_tp", {}).get(v)})}

@@ -108,6 +108,37 @@ def tango_ci(b: float, c: float, n: float, z: float = Z95) -> list[float]:
     return [lo, hi]
 
 
+def noninferiority(b: int, c: int, n: int, margin: float, alpha: float) -> dict[str, Any]:
+    """One-sided non-inferiority test of a paired accuracy difference (first minus second)
+    at a declared `margin`: H0 d <= -margin against d > -margin, by Tango's score statistic
+    at d = -margin (the score interval's own test). `lower`: the lower end of the matching
+    (1 - 2 alpha) two-sided interval; the test rejects at level alpha exactly when
+    lower > -margin."""
+    z = float(stats.norm.ppf(1 - alpha))
+    lower = tango_ci(b, c, n, z)[0]
+    if n <= 0:
+        return {"p_value": 1.0, "lower": lower, "non_inferior": False}
+    score = _tango_score(-margin, b, c, n)
+    return {"p_value": float(stats.norm.sf(score)), "lower": lower, "non_inferior": lower > -margin}
+
+
+def interval(b: float, c: float, n: float, alpha: float) -> list[float]:
+    """Tango's two-sided (1 - 2 alpha) interval: both one-sided tests at level alpha."""
+    return tango_ci(b, c, n, float(stats.norm.ppf(1 - alpha)))
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values of a family of tests (by name): the k-th smallest
+    raw p times (m - k + 1), made monotone and capped at 1. A claim survives the family at
+    level a when its adjusted p is below a."""
+    order = sorted(p_values, key=lambda k: p_values[k])
+    m, running, out = len(order), 0.0, {}
+    for i, k in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p_values[k]))
+        out[k] = running
+    return out
+
+
 def n_to_resolve(b: int, c: int, n: int, width: float, cap: int = 1_000_000) -> int | None:
     """The smallest number of questions at which Tango's interval, at the observed shares of
     discordant pairs (b/n and c/n), would be narrower than `width`: the n at which a

@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from specdraft.config import get, load_params
+from specdraft.config import get, load_params, section
 from specdraft.io import read_json, write_json, write_text
 from specdraft.report.summary import figures, headline, load_eval, summary
 from specdraft.report.times import load_times, stage_times_metrics
+from specdraft.report.verdicts import ClaimsConfig
 from specdraft.stages._cli import run
 
 
@@ -30,7 +31,8 @@ def main(args: argparse.Namespace) -> None:
     prepare = {sc: read_json(args.prepare / f"{sc}.json") for sc in scenarios}
     times = load_times(args.stage_times)
     figs = figures(evals, args.train, args.figures)
-    write_text(args.out, summary(evals, setup, prepare, figs, args.out.parent, times))
+    claims = section(ClaimsConfig, "claims", params)
+    write_text(args.out, summary(evals, setup, prepare, figs, args.out.parent, times, claims))
     write_json(args.headline, headline(evals))
     write_json(args.stage_times_out, stage_times_metrics(times))
 

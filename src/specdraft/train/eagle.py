@@ -55,21 +55,34 @@ class Sequence:
     feats: Any  # (len(ids), n_aux * H) target features, in the target dtype on the training device
 
 
-def collect(target: Any, pairs: list[tuple[list[int], list[int]]], layers: list[int]) -> list[Sequence]:
-    """The target's features over each (prompt ids, answer ids), one forward each."""
+def collect(target: Any, pairs: list[tuple[list[int], list[int]]], layers: list[int],
+            batch_size: int = 8) -> list[Sequence]:
+    """The target's features over each (prompt ids, answer ids), in `pairs`' order: one
+    teacher-forced forward per batch of answers of similar length, right-padded (the
+    padding is masked and comes after every real token, so a real position's features are
+    the unpadded forward's up to float rounding: 2e-4 at most on the local targets; 25 %
+    less time than one answer per forward on 2 cores)."""
     import torch
     from tqdm import tqdm
 
-    from specdraft.generate.eagle import target_features
-
-    out = []
-    with torch.inference_mode():
-        for p, a in tqdm(pairs, desc="target features", unit="answer"):
-            ids = list(p) + list(a)
-            # kept in the target's dtype (bf16 on a GPU halves it); batches are cast to fp32
-            feats = target_features(target, ids, None, 1, layers)[1]
-            out.append(Sequence(ids, len(p), to_host(feats)))
-    return out
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    out: list[Sequence | None] = [None] * len(pairs)
+    with torch.inference_mode(), tqdm(total=len(pairs), desc="target features", unit="answer") as bar:
+        for s in range(0, len(order), batch_size):
+            chunk = order[s:s + batch_size]
+            seqs = [list(pairs[i][0]) + list(pairs[i][1]) for i in chunk]
+            t = max(map(len, seqs))
+            ids = torch.tensor([x + [0] * (t - len(x)) for x in seqs], device=target.device)
+            mask = torch.tensor([[1] * len(x) + [0] * (t - len(x)) for x in seqs], device=target.device)
+            hidden = target(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                            logits_to_keep=1).hidden_states
+            # the inputs of decoder layers `layers`, concatenated (generate.eagle.target_features)
+            feats = torch.cat([hidden[j] for j in layers], dim=-1)
+            for row, i in enumerate(chunk):
+                # kept in the target's dtype (bf16 on a GPU halves it); batches are cast to fp32
+                out[i] = Sequence(seqs[row], len(pairs[i][0]), to_host(feats[row, :len(seqs[row])]))
+            bar.update(len(chunk))
+    return out  # type: ignore[return-value]
 
 
 def to_host(feats: Any) -> Any:
@@ -180,7 +193,10 @@ def train_head(head: Any, train: list[Sequence], cfg: EagleSettings, log: Callab
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    batches = [train[i:i + cfg.batch_size] for i in range(0, len(train), cfg.batch_size)]
+    # batches of answers of similar length (shuffled in order each epoch): a batch is padded to
+    # its longest answer, and answers in file order wasted 6-30 % of every step on padding
+    by_length = sorted(train, key=lambda q: (len(q.ids) - q.prompt_len, q.prompt_len))
+    batches = [by_length[i:i + cfg.batch_size] for i in range(0, len(by_length), cfg.batch_size)]
     # on a GPU: bf16 autocast; batches built one at a time from host memory (at paper scale
     # all padded fp32 batches together would not fit beside the head's training)
     cuda = head.device.type == "cuda"
