@@ -143,12 +143,13 @@ def test_local_pipeline_end_to_end(local_pipeline):
     # time as a metric: every stage but the report recorded its wall time where the report
     # reads it, and the report's totals add them up
     times = json.loads((repo / "metrics/stage_times.json").read_text())
-    assert set(times["stage_s"]) == stages - {"report"}
+    assert set(times["stage_s"]) == set(listed) - {"report"}  # dvc.lock also keeps stages since removed
     assert all(t > 0 for t in times["stage_s"].values())
     assert abs(times["total_s"] - sum(times["stage_s"].values())) < 0.5
     assert times["family_s"]["evaluate"] == round(sum(v for k, v in times["stage_s"].items()
                                                       if k.startswith("evaluate@")), 1)
-    # the sum of the stages' own times accounts for the run (DVC's own work is the rest)
-    assert 0.5 * local_pipeline.seconds < times["total_s"] <= local_pipeline.seconds
+    # the sum of the stages' own times accounts for the run (DVC's own work is the rest;
+    # a reused run, SPECDRAFT_REUSE_PIPELINE, has no wall time of its own)
+    assert not local_pipeline.seconds or 0.5 * local_pipeline.seconds < times["total_s"] <= local_pipeline.seconds
     assert "## Where the time goes" in summary and "| **total** |" in summary
     assert json.loads((repo / "metrics/report_time.json").read_text())["wall_s"] > 0
