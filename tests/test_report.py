@@ -200,7 +200,7 @@ def test_holm_adjusts_a_family_of_p_values():
     assert adj["y"] == pytest.approx({"cot_vs_base": 0.2, "cod_vs_base": 0.03})
 
 
-def test_forty_identical_outcomes_are_not_resolvable():
+def test_forty_identical_outcomes_show_no_gain_and_non_inferiority():
     """The comparison itself (Tango's interval) on 40 questions answered alike: a gain is
     neither shown nor excluded at 10 points by the resolution rule (1 needs a gain), while
     CoD's non-inferiority at 10 points is shown by the one-sided test (3)."""

@@ -70,11 +70,6 @@ def _pm(x: float) -> str:
     return f"{x:+.2f}"
 
 
-def resolvable(ci: list[float]) -> bool:
-    """An interval narrow enough to tell no difference from one of MATTERS."""
-    return ci[1] - ci[0] < MATTERS
-
-
 def _acc(c: dict[str, Any]) -> str:
     lo, hi = c["accuracy_diff_ci95"]
     return f"{_pm(c['accuracy_diff'])} [{_pm(lo)}, {_pm(hi)}]"
